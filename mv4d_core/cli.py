@@ -1,0 +1,63 @@
+"""The ``mv4d`` command line: one entry point, one module per subcommand.
+
+Each subcommand lives in its own module exposing ``HELP`` (one line), ``add_arguments(parser)``
+and ``run(args) -> int``. Command modules keep heavy imports (torch, rosbags, the devkit) inside
+``run`` so ``mv4d --help`` stays fast; a command whose module is not there yet is not listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: subcommand -> module implementing it.
+COMMANDS: dict[str, str] = {
+    "synth": "mv4d_core.data.synth.command",
+    "info": "mv4d_core.data.info_command",
+    "convert": "mv4d_core.data.convert_command",
+    "train": "mv4d_core.training.command",
+    "eval": "mv4d_core.eval.command",
+    "infer": "mv4d_core.pipeline.infer_command",
+    "export": "mv4d_core.export.command",
+    "demo": "mv4d_core.demo.command",
+}
+
+
+def _load(name: str):
+    try:
+        return importlib.import_module(COMMANDS[name])
+    except ModuleNotFoundError as e:
+        if e.name and COMMANDS[name].startswith(e.name):
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mv4d", description="mv4d: label-free 4D perception for surround-camera rigs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = _load(name)
+        if module is None:
+            continue
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
