@@ -49,7 +49,12 @@ $(VENV)/bin/python:
 	   && touch $@ || echo "WARNING: apt could not install libusb/vulkan; point-cloud renders will be skipped"; \
 	 else echo "WARNING: not root, cannot apt-get libusb-1.0-0 libvulkan1 mesa-vulkan-drivers"; fi
 
-install: .stamp-core .stamp-ros .stamp-sysdeps
+# open3d for the demo's point-cloud renders; the renders skip with a reason if it cannot be imported.
+.stamp-viz: .stamp-core requirements/viz.txt
+	@if $(PIP) install -q -r requirements/viz.txt; then touch $@; \
+	 else echo "WARNING: open3d could not be installed; point-cloud renders will be skipped"; fi
+
+install: .stamp-core .stamp-ros .stamp-sysdeps .stamp-viz
 
 test: install
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
