@@ -1,0 +1,80 @@
+"""3D neck and per-voxel heads: SDF, colour, optional semantics, scene flow, confidence.
+
+Units and frames (base_link, grid ``(X, Y, Z)``):
+
+* SDF in metres, positive in free space. A fixed prior ``z - ground_z_m`` is added to the head
+  output (SelfOcc initialises its SDF bias to ``z + 1.6``; mv4d's base_link is on the ground), and the
+  last conv starts at zero, so an untrained model predicts a flat ground plane.
+* Occupancy probability is derived from the SDF with the renderer's NeuS sharpness:
+  ``p_occ = sigmoid(-sdf * inv_s)`` (NeuS's "inside" probability ``1 - Phi(s inv_s)``), so
+  ``p_occ >= 0.5  <=>  sdf <= 0`` (SelfOcc occupancy ``1[s <= 0]``) for any sharpness.
+* Colour in [0, 1] (sigmoid), semantic logits (K), flow in m/s along base_link axes (velocity of the
+  voxel content; last layer ~N(0, 1e-2), bias 0), confidence logit (1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mv4d_core.geometry.voxel_grid import VoxelGridSpec
+
+
+def norm3d(channels: int, groups: int = 8) -> nn.GroupNorm:
+    g = max(1, min(groups, channels))
+    while channels % g:
+        g -= 1
+    return nn.GroupNorm(g, channels)
+
+
+class Neck3D(nn.Module):
+    """``num_layers`` x (Conv3d 3x3x3 + GroupNorm + ReLU): ``(B, C_in, X, Y, Z)`` -> ``(B, C_out, X, Y, Z)``."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_layers: int) -> None:
+        super().__init__()
+        layers = []
+        c = in_channels
+        for _ in range(num_layers):
+            layers += [nn.Conv3d(c, out_channels, 3, 1, 1, bias=False), norm3d(out_channels), nn.ReLU(inplace=True)]
+            c = out_channels
+        self.net = nn.Sequential(*layers) if layers else nn.Conv3d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class VoxelHeads(nn.Module):
+    """1x1x1 conv heads on the neck features. Returns a dict of volumes (see module docstring)."""
+
+    def __init__(self, channels: int, grid: VoxelGridSpec, num_semantic_classes: int = 0,
+                 ground_z_m: float = 0.0) -> None:
+        super().__init__()
+        self.sdf = nn.Conv3d(channels, 1, 1)
+        self.rgb = nn.Conv3d(channels, 3, 1)
+        self.flow = nn.Conv3d(channels, 3, 1)
+        self.confidence = nn.Conv3d(channels, 1, 1)
+        self.semantic = nn.Conv3d(channels, num_semantic_classes, 1) if num_semantic_classes > 0 else None
+        nn.init.zeros_(self.sdf.weight)
+        nn.init.zeros_(self.sdf.bias)
+        nn.init.normal_(self.flow.weight, 0.0, 1e-2)
+        nn.init.zeros_(self.flow.bias)
+        X, Y, Z = grid.shape
+        z = grid.range_min[2] + (torch.arange(Z, dtype=torch.float32) + 0.5) * grid.voxel_size[2]
+        self.register_buffer("sdf_prior", (z - ground_z_m).view(1, 1, 1, Z).expand(1, X, Y, Z).clone(),
+                             persistent=False)
+
+    def forward(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {
+            "sdf": self.sdf(feats)[:, 0] + self.sdf_prior,            # (B, X, Y, Z) m
+            "rgb": torch.sigmoid(self.rgb(feats)),                    # (B, 3, X, Y, Z)
+            "flow_mps": self.flow(feats),                             # (B, 3, X, Y, Z)
+            "confidence_logit": self.confidence(feats)[:, 0],         # (B, X, Y, Z)
+        }
+        if self.semantic is not None:
+            out["semantic_logits"] = self.semantic(feats)             # (B, K, X, Y, Z)
+        return out
+
+
+def occupancy_from_sdf(sdf: torch.Tensor, inv_s: torch.Tensor | float) -> torch.Tensor:
+    """``p_occ = sigmoid(-sdf * inv_s)``; ``>= 0.5`` exactly where ``sdf <= 0``."""
+    return torch.sigmoid(-sdf * inv_s)
