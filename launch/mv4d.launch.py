@@ -1,0 +1,82 @@
+"""mv4d perception on the vehicle: the node with the shipped parameters and driver topic remaps.
+
+    ros2 launch mv4d mv4d.launch.py rig_file:=/path/rig.yaml checkpoint:=/path/model.pt
+
+Camera topics are remapped from ``~/input/<cam>/image`` to ``/<cam>/image_raw`` (or
+``/<cam>/image_raw/compressed``), ``~/input/<cam>/camera_info`` to ``/<cam>/camera_info`` and
+``~/input/lidar`` to ``/lidar/points`` (the layout ``mv4d synth`` / ``TopicMap.default`` write),
+for the cameras listed in the parameter file. ``rig_file`` / ``checkpoint`` override the
+parameter file only when given.
+"""
+
+from __future__ import annotations
+
+import os
+
+import yaml
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = "mv4d"
+NODE_NAME = "mv4d_perception"
+
+
+def camera_names_from(param_file: str) -> list[str]:
+    with open(param_file, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    for key in (NODE_NAME, f"/{NODE_NAME}", "/**"):
+        params = (data.get(key) or {}).get("ros__parameters")
+        if params and "camera_names" in params:
+            return list(params["camera_names"])
+    raise RuntimeError(f"{param_file}: no camera_names under ros__parameters")
+
+
+def topic_remaps(camera_names: list[str], compressed: bool, lidar_topic: str) -> list[tuple[str, str]]:
+    suffix = "/image_raw/compressed" if compressed else "/image_raw"
+    remaps = []
+    for cam in camera_names:
+        remaps.append((f"~/input/{cam}/image", f"/{cam}{suffix}"))
+        remaps.append((f"~/input/{cam}/camera_info", f"/{cam}/camera_info"))
+    remaps.append(("~/input/lidar", lidar_topic))
+    return remaps
+
+
+def perception_node(context) -> list:
+    """The node action, built once the launch arguments are known."""
+    param_file = LaunchConfiguration("param_file").perform(context)
+    overrides = {"use_sim_time": LaunchConfiguration("use_sim_time").perform(context).lower() == "true"}
+    for name in ("rig_file", "checkpoint"):
+        value = LaunchConfiguration(name).perform(context)
+        if value:
+            overrides[name] = value
+    compressed = LaunchConfiguration("compressed").perform(context).lower() == "true"
+    if compressed:
+        overrides["image_transport"] = "compressed"
+    lidar_topic = LaunchConfiguration("lidar_topic").perform(context)
+    remaps = topic_remaps(camera_names_from(param_file), compressed, lidar_topic)
+    return [Node(package=PACKAGE, executable="perception_node", name=NODE_NAME, output="screen",
+                 parameters=[param_file, overrides], remappings=remaps)]
+
+
+def common_arguments(use_sim_time_default: str) -> list:
+    share = get_package_share_directory(PACKAGE)
+    return [
+        DeclareLaunchArgument("param_file", default_value=os.path.join(share, "config", "mv4d.param.yaml"),
+                              description="ROS parameter file of the perception node"),
+        DeclareLaunchArgument("rig_file", default_value="",
+                              description="rig YAML (overrides the parameter file when given)"),
+        DeclareLaunchArgument("checkpoint", default_value="",
+                              description="model checkpoint (overrides the parameter file when given)"),
+        DeclareLaunchArgument("compressed", default_value="false",
+                              description="subscribe sensor_msgs/CompressedImage on /<cam>/image_raw/compressed"),
+        DeclareLaunchArgument("lidar_topic", default_value="/lidar/points", description="PointCloud2 input"),
+        DeclareLaunchArgument("use_sim_time", default_value=use_sim_time_default,
+                              description="use /clock (true when replaying bags)"),
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription([*common_arguments("false"), OpaqueFunction(function=perception_node)])

@@ -1,0 +1,342 @@
+"""Perception parameters: one typed model shared by the ROS node and the offline tools.
+
+The parameter table :data:`PARAMETERS` is the single source of truth. From it come
+
+* the defaults and the validation of :class:`PerceptionConfig` (errors name the parameter),
+* the JSON schema shipped as ``config/mv4d.schema.json`` (:func:`json_schema`; a test checks
+  the shipped file equals it, so the two cannot drift),
+* the ROS parameter declarations of ``mv4d_ros.perception_node`` (dotted names such as
+  ``sync.slop_s``, exactly the keys under ``/**: ros__parameters:`` in ``config/mv4d.param.yaml``).
+
+Regenerate the schema after editing the table::
+
+    python -m mv4d_core.pipeline.config --schema > config/mv4d.schema.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from mv4d_core.geometry.rig import NUSCENES_CAMERAS
+
+#: ``SENSOR_DATA`` etc., optionally followed by ``_<depth>`` (Isaac ROS ``input_qos`` style).
+QOS_PATTERN = r"^(SENSOR_DATA|SYSTEM_DEFAULT|DEFAULT|RELIABLE|BEST_EFFORT)(_[1-9][0-9]*)?$"
+DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]+)?)$"
+ENGINES = ("torch", "onnxruntime", "tensorrt")
+IMAGE_TRANSPORTS = ("raw", "compressed")
+#: RViz2 CUBE_LIST becomes unusable around 20k cubes (ros2/rviz#790): the cap stays well below.
+MAX_MARKERS_LIMIT = 20000
+
+
+class ConfigError(ValueError):
+    """A perception parameter is invalid; the message starts with ``parameter '<name>'``."""
+
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"parameter '{name}': {problem}")
+        self.parameter = name
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: dotted ROS name, type (``bool|int|float|str|str_list``), default and limits."""
+
+    name: str
+    type: str
+    default: Any
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: float | None = None
+    exclusive_maximum: float | None = None
+    enum: tuple[str, ...] | None = None
+    pattern: str | None = None
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("camera_names", "str_list", list(NUSCENES_CAMERAS),
+              "Camera names in model order; topics are ~/input/<name>/image and ~/input/<name>/camera_info."),
+    ParamSpec("rig_file", "str", "",
+              "Rig YAML with intrinsics and extrinsics; empty = CameraInfo messages plus base_frame->camera "
+              "from /tf_static."),
+    ParamSpec("image_transport", "str", "raw",
+              "raw: sensor_msgs/Image on ~/input/<cam>/image; compressed: sensor_msgs/CompressedImage there.",
+              enum=IMAGE_TRANSPORTS),
+    ParamSpec("use_lidar", "bool", False,
+              "Subscribe ~/input/lidar (PointCloud2) and synchronize it with the cameras."),
+    ParamSpec("base_frame", "str", "base_link", "Frame of every 3D output (REP 105 base_link).",
+              pattern=r"^[A-Za-z_][A-Za-z0-9_/]*$"),
+    ParamSpec("input_qos", "str", "SENSOR_DATA",
+              "QoS of image/LiDAR subscriptions: SENSOR_DATA (best effort), SYSTEM_DEFAULT, DEFAULT, RELIABLE, "
+              "BEST_EFFORT, optionally _<depth>.", pattern=QOS_PATTERN),
+    ParamSpec("sync.slop_s", "float", 0.08,
+              "ApproximateTime slop: the largest stamp spread inside one camera(+LiDAR) set, seconds.",
+              exclusive_minimum=0.0, maximum=1.0),
+    ParamSpec("sync.queue_size", "int", 10, "Messages kept per input while waiting for a matching set.",
+              minimum=1, maximum=1000),
+    ParamSpec("engine", "str", "torch", "Inference engine.", enum=ENGINES),
+    ParamSpec("checkpoint", "str", "",
+              "Model checkpoint / exported model path; empty = the weights shipped with mv4d."),
+    ParamSpec("device", "str", "cpu", "Torch device: cpu, cuda or cuda:N.", pattern=DEVICE_PATTERN),
+    ParamSpec("occupancy_threshold", "float", 0.5, "A voxel is occupied when its probability is >= this.",
+              exclusive_minimum=0.0, exclusive_maximum=1.0),
+    ParamSpec("publish.occupancy", "bool", True, "Publish ~/output/occupancy (PointCloud2 of occupied voxel centres)."),
+    ParamSpec("publish.depth", "bool", True, "Publish ~/output/depth/<cam> (32FC1 metric depth)."),
+    ParamSpec("publish.points", "bool", True, "Publish ~/output/points (coloured points from depth)."),
+    ParamSpec("publish.flow", "bool", True, "Publish ~/output/flow (occupied voxels with velocity)."),
+    ParamSpec("publish.bev", "bool", True, "Publish ~/output/occupancy_bev (nav_msgs/OccupancyGrid)."),
+    ParamSpec("publish.markers", "bool", False, "Publish ~/output/occupancy_markers (debug MarkerArray, capped)."),
+    ParamSpec("max_markers", "int", 5000, "Hard cap on cubes in the debug MarkerArray (highest probability kept).",
+              minimum=1, maximum=MAX_MARKERS_LIMIT),
+    ParamSpec("points.stride", "int", 1,
+              "Keep every stride-th pixel of the (already stride-4) depth maps in ~/output/points.",
+              minimum=1, maximum=64),
+    ParamSpec("points.max_depth_m", "float", 60.0, "Depth pixels farther than this are left out of ~/output/points.",
+              exclusive_minimum=0.0),
+    ParamSpec("flow.min_speed_mps", "float", 0.0, "Occupied voxels slower than this are left out of ~/output/flow.",
+              minimum=0.0),
+    ParamSpec("bev.z_min_m", "float", -1.0, "Lower bound (base_frame z) of the slab collapsed into the BEV grid.",
+              minimum=-100.0, maximum=100.0),
+    ParamSpec("bev.z_max_m", "float", 3.0, "Upper bound (base_frame z) of the slab collapsed into the BEV grid.",
+              minimum=-100.0, maximum=100.0),
+    ParamSpec("log_throttle_s", "float", 5.0, "Each bad-input cause is logged at most once per this period.",
+              exclusive_minimum=0.0),
+    ParamSpec("diagnostics_period_s", "float", 1.0, "Period of /diagnostics messages.", exclusive_minimum=0.0),
+)
+
+_SPECS = {p.name: p for p in PARAMETERS}
+
+
+def _check_value(spec: ParamSpec, v: Any) -> Any:
+    """Type-check and range-check one value; returns it normalized (int -> float for floats)."""
+    name = spec.name
+    if spec.type == "bool":
+        if not isinstance(v, bool):
+            raise ConfigError(name, f"expected true/false, got {v!r}")
+        return v
+    if spec.type == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(name, f"expected an integer, got {v!r}")
+    elif spec.type == "float":
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(name, f"expected a number, got {v!r}")
+        v = float(v)
+        if not math.isfinite(v):
+            raise ConfigError(name, f"expected a finite number, got {v!r}")
+    elif spec.type == "str":
+        if not isinstance(v, str):
+            raise ConfigError(name, f"expected a string, got {v!r}")
+    elif spec.type == "str_list":
+        if isinstance(v, str) or not isinstance(v, (list, tuple)) or not all(isinstance(s, str) and s for s in v):
+            raise ConfigError(name, f"expected a list of non-empty strings, got {v!r}")
+        if len(v) == 0:
+            raise ConfigError(name, "expected at least one entry")
+        if len(set(v)) != len(v):
+            raise ConfigError(name, f"entries must be unique, got {list(v)}")
+        return list(v)
+    if spec.minimum is not None and v < spec.minimum:
+        raise ConfigError(name, f"must be >= {spec.minimum}, got {v}")
+    if spec.maximum is not None and v > spec.maximum:
+        raise ConfigError(name, f"must be <= {spec.maximum}, got {v}")
+    if spec.exclusive_minimum is not None and v <= spec.exclusive_minimum:
+        raise ConfigError(name, f"must be > {spec.exclusive_minimum}, got {v}")
+    if spec.exclusive_maximum is not None and v >= spec.exclusive_maximum:
+        raise ConfigError(name, f"must be < {spec.exclusive_maximum}, got {v}")
+    if spec.enum is not None and v not in spec.enum:
+        raise ConfigError(name, f"must be one of {list(spec.enum)}, got {v!r}")
+    if spec.pattern is not None and not re.match(spec.pattern, v):
+        raise ConfigError(name, f"{v!r} does not match {spec.pattern}")
+    return v
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    slop_s: float = 0.08
+    queue_size: int = 10
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    occupancy: bool = True
+    depth: bool = True
+    points: bool = True
+    flow: bool = True
+    bev: bool = True
+    markers: bool = False
+
+
+@dataclass(frozen=True)
+class PointsConfig:
+    stride: int = 1
+    max_depth_m: float = 60.0
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    min_speed_mps: float = 0.0
+
+
+@dataclass(frozen=True)
+class BevConfig:
+    z_min_m: float = -1.0
+    z_max_m: float = 3.0
+
+
+@dataclass(frozen=True)
+class PerceptionConfig:
+    """Every perception parameter, validated. Build with :meth:`from_dict` / :meth:`from_yaml`."""
+
+    camera_names: tuple[str, ...] = tuple(NUSCENES_CAMERAS)
+    rig_file: str = ""
+    image_transport: str = "raw"
+    use_lidar: bool = False
+    base_frame: str = "base_link"
+    input_qos: str = "SENSOR_DATA"
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    engine: str = "torch"
+    checkpoint: str = ""
+    device: str = "cpu"
+    occupancy_threshold: float = 0.5
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    max_markers: int = 5000
+    points: PointsConfig = field(default_factory=PointsConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    bev: BevConfig = field(default_factory=BevConfig)
+    log_throttle_s: float = 5.0
+    diagnostics_period_s: float = 1.0
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], strict: bool = True) -> "PerceptionConfig":
+        """From flat dotted keys (``{"sync.slop_s": 0.1}``, as ROS gives them) or nested mappings
+        (``{"sync": {"slop_s": 0.1}}``, as YAML reads). Missing keys take the defaults; unknown keys
+        raise when ``strict``. Raises :class:`ConfigError` naming the first bad parameter."""
+        flat = flatten(values)
+        unknown = sorted(set(flat) - set(_SPECS))
+        if unknown and strict:
+            raise ConfigError(unknown[0], f"unknown parameter (known: {', '.join(sorted(_SPECS))})")
+        checked = {name: _check_value(spec, flat.get(name, spec.default)) for name, spec in _SPECS.items()}
+        if checked["bev.z_max_m"] <= checked["bev.z_min_m"]:
+            raise ConfigError("bev.z_max_m", f"must exceed bev.z_min_m ({checked['bev.z_min_m']}), "
+                                             f"got {checked['bev.z_max_m']}")
+        groups: dict[str, dict[str, Any]] = {}
+        top: dict[str, Any] = {}
+        for name, v in checked.items():
+            if "." in name:
+                g, k = name.split(".", 1)
+                groups.setdefault(g, {})[k] = v
+            else:
+                top[name] = v
+        top["camera_names"] = tuple(top["camera_names"])
+        return cls(sync=SyncConfig(**groups["sync"]), publish=PublishConfig(**groups["publish"]),
+                   points=PointsConfig(**groups["points"]), flow=FlowConfig(**groups["flow"]),
+                   bev=BevConfig(**groups["bev"]), **top)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, node_name: str | None = None) -> "PerceptionConfig":
+        """Read a ROS parameter file (``<node or /**>: ros__parameters: {...}``) or a plain mapping."""
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        return cls.from_dict(ros_parameters_from_yaml(data, node_name))
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """Dotted-name -> value, the form ROS parameters take."""
+        out: dict[str, Any] = {}
+        for name in _SPECS:
+            if "." in name:
+                g, k = name.split(".", 1)
+                out[name] = getattr(getattr(self, g), k)
+            else:
+                out[name] = getattr(self, name)
+        out["camera_names"] = list(out["camera_names"])
+        return out
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> dotted keys (lists are values, not nested)."""
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def ros_parameters_from_yaml(data: Any, node_name: str | None = None) -> dict[str, Any]:
+    """The ``ros__parameters`` mapping of a ROS 2 parameter file (``/**`` or the node's name)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("<file>", "expected a mapping at the top level")
+    for key in ([node_name] if node_name else []) + ["/**"]:
+        if key in data and isinstance(data[key], Mapping) and "ros__parameters" in data[key]:
+            return dict(data[key]["ros__parameters"] or {})
+    if any(isinstance(v, Mapping) and "ros__parameters" in v for v in data.values()):
+        raise ConfigError("<file>", f"no ros__parameters section for {node_name or '/**'}")
+    return dict(data)
+
+
+def json_schema() -> dict:
+    """JSON schema (draft-07) of ``config/mv4d.param.yaml``; parameters nested as in the YAML."""
+    def prop(spec: ParamSpec) -> dict:
+        p: dict[str, Any] = {"description": spec.description}
+        if spec.type == "str_list":
+            p.update(type="array", items={"type": "string", "minLength": 1}, minItems=1, uniqueItems=True)
+        else:
+            p["type"] = {"bool": "boolean", "int": "integer", "float": "number", "str": "string"}[spec.type]
+        for key, v in (("minimum", spec.minimum), ("maximum", spec.maximum),
+                       ("exclusiveMinimum", spec.exclusive_minimum), ("exclusiveMaximum", spec.exclusive_maximum),
+                       ("pattern", spec.pattern)):
+            if v is not None:
+                p[key] = v
+        if spec.enum is not None:
+            p["enum"] = list(spec.enum)
+        p["default"] = spec.default
+        return p
+
+    params: dict[str, Any] = {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
+    for spec in PARAMETERS:
+        node = params
+        parts = spec.name.split(".")
+        for g in parts[:-1]:
+            if g not in node["properties"]:
+                node["properties"][g] = {"type": "object", "properties": {}, "required": [],
+                                         "additionalProperties": False}
+                node["required"].append(g)
+            node = node["properties"][g]
+        node["properties"][parts[-1]] = prop(spec)
+        node["required"].append(parts[-1])
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "Parameters for the mv4d perception node",
+        "type": "object",
+        "definitions": {"mv4d_perception": params},
+        "properties": {
+            "/**": {
+                "type": "object",
+                "properties": {"ros__parameters": {"$ref": "#/definitions/mv4d_perception"}},
+                "required": ["ros__parameters"],
+                "additionalProperties": False,
+            }
+        },
+        "required": ["/**"],
+        "additionalProperties": False,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--schema"]:
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    print("usage: python -m mv4d_core.pipeline.config --schema", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""One rig sample in, published results out: pre-processing, engine call, post-processing.
+
+Used unchanged by the ROS node (``mv4d_ros.perception_node``) and the offline tools (``mv4d
+infer``), so a bag replay and the live node compute the same thing::
+
+    pipeline = PerceptionPipeline(create_engine("torch", "model.pt"), PerceptionConfig())
+    out = pipeline.process(frame)                 # PerceptionOutputs (base_link, numpy)
+    arrays = output_arrays(out, pipeline.config)  # message-ready arrays (postprocess.py)
+
+Temporal state: with ``temporal=True`` the engine fuses the previous frame, warped by the ego
+motion ``T_prev_cur`` from the frames' ``T_world_base``. A stamp that does not increase (a bag
+looping, a clock jump back) or a gap longer than ``max_gap_s`` resets that state first.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mv4d_core.data.frame import FrameRecord
+from mv4d_core.geometry.camera import PinholeCamera
+from mv4d_core.models.inputs import relative_pose, resize_image
+from mv4d_core.models.outputs import PerceptionOutputs
+from mv4d_core.pipeline.config import PerceptionConfig
+from mv4d_core.pipeline.engines import Engine, EngineInputs, EngineOutputs
+from mv4d_core.pipeline.postprocess import (BevGrid, CubeList, backproject_depth, bev_grid, depth_image,
+                                            flow_points, marker_cubes, occupied_voxels, points_cloud)
+
+
+class FrameError(ValueError):
+    """A frame does not fit the pipeline (missing camera, wrong image layout); names the cause."""
+
+
+@dataclass
+class PipelineStats:
+    """Counters since construction; ``resets`` by reason (``clock_jump_back``, ``gap``, ``manual``)."""
+
+    frames: int = 0
+    resets: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Timings:
+    """Wall time of the last :meth:`PerceptionPipeline.process` call, milliseconds."""
+
+    preprocess_ms: float = 0.0
+    inference_ms: float = 0.0
+    postprocess_ms: float = 0.0
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.inference_ms + self.postprocess_ms
+
+
+@dataclass
+class Preprocessed:
+    """Engine inputs plus what post-processing needs: RGB ``(N, h, w, 3)`` uint8 at the model size."""
+
+    inputs: EngineInputs
+    images_rgb: np.ndarray
+
+
+class PerceptionPipeline:
+    """``process(frame) -> PerceptionOutputs`` around one :class:`Engine`."""
+
+    def __init__(self, engine: Engine, config: PerceptionConfig | None = None, temporal: bool = True,
+                 max_gap_s: float = 1.0) -> None:
+        self.engine = engine
+        self.config = config or PerceptionConfig()
+        self.temporal = temporal
+        self.max_gap_s = max_gap_s
+        self.stats = PipelineStats()
+        self.timings = Timings()
+        self._prev: FrameRecord | None = None
+        n = engine.spec.num_cameras
+        if n is not None and n != len(self.config.camera_names):
+            from mv4d_core.pipeline.config import ConfigError
+            raise ConfigError("camera_names", f"{len(self.config.camera_names)} cameras configured but the engine "
+                                              f"{engine.spec.name!r} expects {n}")
+
+    # ------------------------------------------------------------------ state
+    def reset(self, reason: str = "manual") -> None:
+        """Forget the previous frame (engine state included)."""
+        self.engine.reset()
+        self._prev = None
+        self.stats.resets[reason] = self.stats.resets.get(reason, 0) + 1
+
+    # ------------------------------------------------------------------ steps
+    def ordered(self, frame: FrameRecord) -> FrameRecord:
+        """``frame`` with its cameras in ``config.camera_names`` order (extra cameras dropped)."""
+        names = list(self.config.camera_names)
+        if list(frame.camera_names) == names:
+            return frame
+        missing = [c for c in names if c not in frame.camera_names]
+        if missing:
+            raise FrameError(f"frame {frame.stamp_ns}: missing camera(s) {missing} (has {list(frame.camera_names)})")
+        idx = [list(frame.camera_names).index(c) for c in names]
+        return FrameRecord(frame.stamp_ns, names, frame.images[idx], frame.intrinsics[idx], frame.T_base_cam[idx],
+                           frame.T_world_base, frame.lidar_xyz, frame.lidar_intensity, frame.lidar_time_offset_s,
+                           None if frame.camera_stamps_ns is None else np.asarray(frame.camera_stamps_ns)[idx],
+                           frame.gt, frame.source)
+
+    def preprocess(self, frame: FrameRecord) -> Preprocessed:
+        """Resize to the engine's input size and move ``K`` with it (same rule as training)."""
+        h_m, w_m = self.engine.spec.image_hw
+        h, w = frame.image_size
+        rgb = np.stack([resize_image(im, w_m, h_m) for im in frame.images])
+        Ks = np.stack([PinholeCamera(K, w, h).resized(w_m, h_m).K for K in frame.intrinsics])
+        images = np.ascontiguousarray(rgb.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+        T_prev_cur = None
+        if self.temporal and self._prev is not None:
+            T_prev_cur = relative_pose(self._prev.T_world_base, frame.T_world_base).astype(np.float32)
+        return Preprocessed(EngineInputs(images, Ks.astype(np.float32), frame.T_base_cam.astype(np.float32),
+                                         T_prev_cur), rgb)
+
+    def postprocess(self, frame: FrameRecord, pre: Preprocessed, out: EngineOutputs) -> PerceptionOutputs:
+        """Engine arrays -> :class:`PerceptionOutputs` (occupancy mask, labels, depth cloud)."""
+        cfg = self.config
+        grid = self.engine.spec.grid
+        prob = np.asarray(out.occupancy_prob, np.float32)
+        if prob.shape != grid.shape:
+            raise FrameError(f"engine returned occupancy of shape {prob.shape}, grid is {grid.shape}")
+        occupied = np.isfinite(prob) & (prob >= cfg.occupancy_threshold)
+        labels = None
+        if out.labels is not None:
+            from mv4d_core.data.classes import FREE
+            labels = np.where(occupied, out.labels, FREE).astype(np.uint8)
+        n = frame.num_cameras
+        h_m, w_m = self.engine.spec.image_hw
+        if out.depth_m is not None:
+            depth = np.asarray(out.depth_m, np.float32)
+            dh, dw = depth.shape[1:]
+        else:
+            dh, dw = h_m // self.engine.spec.depth_stride, w_m // self.engine.spec.depth_stride
+            depth = np.full((n, dh, dw), np.nan, np.float32)
+        Kd = np.stack([PinholeCamera(K, w_m, h_m).resized(dw, dh).K for K in pre.inputs.intrinsics])
+        colors = np.stack([resize_image(im, dw, dh) for im in pre.images_rgb])
+        xyz, rgb, cam = backproject_depth(depth, Kd, frame.T_base_cam, colors, stride=cfg.points.stride,
+                                          max_depth_m=cfg.points.max_depth_m)
+        flow = out.flow_mps if out.flow_mps is not None else np.zeros(grid.shape + (3,), np.float32)
+        return PerceptionOutputs(
+            stamp_ns=int(frame.stamp_ns), frame_id=cfg.base_frame, grid=grid, occupancy_prob=prob,
+            occupied=occupied, occupancy_labels=labels, camera_names=list(frame.camera_names), depth_m=depth,
+            depth_intrinsics=Kd, T_base_cam=np.asarray(frame.T_base_cam, np.float64), points_xyz=xyz,
+            points_rgb=rgb, points_camera=cam, flow_mps=np.asarray(flow, np.float32))
+
+    def process(self, frame: FrameRecord) -> PerceptionOutputs:
+        """Run one frame. Raises :class:`FrameError` for frames that do not fit (nothing is changed then)."""
+        t0 = time.perf_counter()
+        frame = self.ordered(frame)
+        if self._prev is not None:
+            dt_s = (frame.stamp_ns - self._prev.stamp_ns) * 1e-9
+            if dt_s <= 0:
+                self.reset("clock_jump_back")
+            elif dt_s > self.max_gap_s:
+                self.reset("gap")
+        pre = self.preprocess(frame)
+        t1 = time.perf_counter()
+        raw = self.engine.infer(pre.inputs)
+        t2 = time.perf_counter()
+        out = self.postprocess(frame, pre, raw)
+        t3 = time.perf_counter()
+        self._prev = frame
+        self.stats.frames += 1
+        self.timings = Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        return out
+
+
+@dataclass
+class OutputArrays:
+    """Message-ready arrays of one frame; an entry is None when it was not requested.
+
+    ``occupancy`` / ``points`` / ``flow``: structured PointCloud2 arrays (see postprocess.py);
+    ``depth``: camera name -> ``(h, w)`` float32 32FC1 image; ``bev``: OccupancyGrid data;
+    ``markers``: capped cube lists (publish after a DELETEALL).
+    """
+
+    occupancy: np.ndarray | None = None
+    points: np.ndarray | None = None
+    flow: np.ndarray | None = None
+    depth: dict[str, np.ndarray] | None = None
+    bev: BevGrid | None = None
+    markers: list[CubeList] | None = None
+
+
+OUTPUT_KINDS = ("occupancy", "points", "flow", "depth", "bev", "markers")
+
+
+def output_arrays(out: PerceptionOutputs, config: PerceptionConfig,
+                  want: set[str] | frozenset | None = None) -> OutputArrays:
+    """The arrays of the outputs in ``want`` (default: those enabled by ``config.publish``).
+
+    Occupancy (and markers) use ``out.occupied``; labels default to 0 when the model has no
+    semantic head.
+    """
+    if want is None:
+        want = {k for k in OUTPUT_KINDS if getattr(config.publish, k)}
+    res = OutputArrays()
+    thr = config.occupancy_threshold
+    prob = np.where(out.occupied, out.occupancy_prob, 0.0).astype(np.float32)
+    if "occupancy" in want or "markers" in want:
+        vox = occupied_voxels(prob, out.grid, thr, out.occupancy_labels)
+        if "occupancy" in want:
+            res.occupancy = vox
+        if "markers" in want:
+            res.markers = marker_cubes(vox, config.max_markers)
+    if "points" in want:
+        res.points = points_cloud(out.points_xyz, out.points_rgb)
+    if "flow" in want:
+        res.flow = flow_points(prob, out.flow_mps, out.grid, thr, config.flow.min_speed_mps)
+    if "depth" in want:
+        res.depth = {name: depth_image(out.depth_m[i]) for i, name in enumerate(out.camera_names)}
+    if "bev" in want:
+        res.bev = bev_grid(out.occupancy_prob, out.grid, config.bev.z_min_m, config.bev.z_max_m)
+    return res

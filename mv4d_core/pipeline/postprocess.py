@@ -1,0 +1,227 @@
+"""Perception outputs -> arrays ready to become ROS messages (pure numpy, no ROS import).
+
+Every 3D result is in ``base_link``; every function is pure. Point clouds come back as numpy
+structured arrays whose field names, dtypes and offsets are the PointCloud2 layout to publish:
+
+* :data:`OCCUPANCY_DTYPE` ``x, y, z`` float32, ``label`` uint8, ``prob`` float32 (20-byte points)
+* :data:`POINTS_DTYPE` ``x, y, z, rgb`` float32, ``rgb`` = packed ``0x00RRGGBB`` read as float32
+  (the PCL/RViz "RGB8" convention)
+* :data:`FLOW_DTYPE` ``x, y, z, vx, vy, vz`` float32 (m, m/s)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mv4d_core.geometry.transforms import transform_points
+from mv4d_core.geometry.voxel_grid import VoxelGridSpec
+
+OCCUPANCY_DTYPE = np.dtype({"names": ["x", "y", "z", "label", "prob"],
+                            "formats": ["<f4", "<f4", "<f4", "u1", "<f4"],
+                            "offsets": [0, 4, 8, 12, 16], "itemsize": 20})
+POINTS_DTYPE = np.dtype({"names": ["x", "y", "z", "rgb"], "formats": ["<f4"] * 4,
+                         "offsets": [0, 4, 8, 12], "itemsize": 16})
+FLOW_DTYPE = np.dtype({"names": ["x", "y", "z", "vx", "vy", "vz"], "formats": ["<f4"] * 6,
+                       "offsets": [0, 4, 8, 12, 16, 20], "itemsize": 24})
+
+
+def _check_volume(name: str, a: np.ndarray, grid: VoxelGridSpec, trailing: tuple[int, ...] = ()) -> np.ndarray:
+    a = np.asarray(a)
+    if a.shape != tuple(grid.shape) + trailing:
+        raise ValueError(f"{name} must be {tuple(grid.shape) + trailing} for the grid, got {a.shape}")
+    return a
+
+
+def occupied_voxels(occupancy_prob: np.ndarray, grid: VoxelGridSpec, threshold: float,
+                    labels: np.ndarray | None = None) -> np.ndarray:
+    """Centres of voxels with ``prob >= threshold`` as an :data:`OCCUPANCY_DTYPE` array ``(M,)``.
+
+    ``occupancy_prob`` and ``labels`` are ``(X, Y, Z)``; without labels every point gets label 0.
+    Points come out in C order of ``(ix, iy, iz)`` so equal inputs give byte-identical clouds.
+    """
+    prob = _check_volume("occupancy_prob", occupancy_prob, grid)
+    occ = np.isfinite(prob) & (prob >= threshold)
+    idx = np.argwhere(occ)
+    out = np.zeros(len(idx), OCCUPANCY_DTYPE)
+    xyz = grid.index_to_metric(idx).astype(np.float32)
+    out["x"], out["y"], out["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    out["prob"] = prob[occ].astype(np.float32)
+    if labels is not None:
+        lab = _check_volume("labels", labels, grid)
+        out["label"] = np.clip(lab[occ], 0, 255).astype(np.uint8)
+    return out
+
+
+def flow_points(occupancy_prob: np.ndarray, flow_mps: np.ndarray, grid: VoxelGridSpec, threshold: float,
+                min_speed_mps: float = 0.0) -> np.ndarray:
+    """Occupied voxel centres with their velocity ``(X, Y, Z, 3)`` m/s as :data:`FLOW_DTYPE` ``(M,)``;
+    voxels slower than ``min_speed_mps`` are left out."""
+    prob = _check_volume("occupancy_prob", occupancy_prob, grid)
+    flow = _check_volume("flow_mps", flow_mps, grid, (3,))
+    keep = np.isfinite(prob) & (prob >= threshold) & np.all(np.isfinite(flow), axis=-1)
+    if min_speed_mps > 0:
+        keep &= np.linalg.norm(flow, axis=-1) >= min_speed_mps
+    idx = np.argwhere(keep)
+    out = np.zeros(len(idx), FLOW_DTYPE)
+    xyz = grid.index_to_metric(idx).astype(np.float32)
+    v = flow[keep].astype(np.float32)
+    for k, name in enumerate(("x", "y", "z")):
+        out[name] = xyz[:, k]
+        out["v" + name] = v[:, k]
+    return out
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` uint8 -> ``(...)`` float32 whose bits are ``0x00RRGGBB`` (RViz RGB8 field)."""
+    rgb = np.asarray(rgb, dtype=np.uint32)
+    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    return packed.astype(np.uint32).view(np.float32)
+
+
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_rgb`: float32 ``(...)`` -> uint8 ``(..., 3)``."""
+    u = np.ascontiguousarray(packed, dtype=np.float32).view(np.uint32)
+    return np.stack([(u >> 16) & 255, (u >> 8) & 255, u & 255], -1).astype(np.uint8)
+
+
+def backproject_depth(depth_m: np.ndarray, intrinsics: np.ndarray, T_base_cam: np.ndarray, colors: np.ndarray,
+                      stride: int = 1, max_depth_m: float = np.inf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Back-project per-camera depth maps into base_link.
+
+    ``depth_m`` ``(N, h, w)`` optical-z metres; ``intrinsics`` ``(N, 3, 3)`` for ``h x w``;
+    ``T_base_cam`` ``(N, 4, 4)``; ``colors`` ``(N, h, w, 3)`` uint8 RGB at the depth size. Every
+    ``stride``-th pixel in u and v is used; non-finite, non-positive or farther than
+    ``max_depth_m`` depths are skipped. Returns ``xyz`` ``(P, 3)`` float32, ``rgb`` ``(P, 3)``
+    uint8 and the camera index ``(P,)`` int16 of each point.
+    """
+    depth = np.asarray(depth_m, dtype=np.float32)
+    n, h, w = depth.shape
+    if colors.shape != (n, h, w, 3):
+        raise ValueError(f"colors must be {(n, h, w, 3)} to match depth_m, got {colors.shape}")
+    vs, us = np.mgrid[0:h:stride, 0:w:stride]
+    xyz, rgb, cam = [], [], []
+    for i in range(n):
+        d = depth[i, vs, us]
+        ok = np.isfinite(d) & (d > 0) & (d <= max_depth_m)
+        u, v, z = us[ok].astype(np.float64), vs[ok].astype(np.float64), d[ok].astype(np.float64)
+        K = intrinsics[i]
+        # Inverse pinhole with skew: y from v first, then x from u.
+        y = (v - K[1, 2]) / K[1, 1] * z
+        x = (u - K[0, 2] - K[0, 1] * y / z) / K[0, 0] * z
+        xyz.append(transform_points(np.asarray(T_base_cam[i], np.float64), np.stack([x, y, z], -1)).astype(np.float32))
+        rgb.append(colors[i, vs, us][ok].astype(np.uint8))
+        cam.append(np.full(len(z), i, np.int16))
+    if not xyz:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.int16)
+    return np.concatenate(xyz), np.concatenate(rgb), np.concatenate(cam)
+
+
+def points_cloud(xyz: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """``(P, 3)`` base_link points + ``(P, 3)`` uint8 colours -> :data:`POINTS_DTYPE` ``(P,)``."""
+    xyz = np.asarray(xyz, np.float32).reshape(-1, 3)
+    out = np.zeros(len(xyz), POINTS_DTYPE)
+    out["x"], out["y"], out["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    out["rgb"] = pack_rgb(np.asarray(rgb).reshape(-1, 3))
+    return out
+
+
+def depth_points(depth_m: np.ndarray, intrinsics: np.ndarray, T_base_cam: np.ndarray, colors: np.ndarray,
+                 stride: int = 1, max_depth_m: float = np.inf) -> np.ndarray:
+    """:func:`backproject_depth` as one coloured :data:`POINTS_DTYPE` cloud."""
+    xyz, rgb, _ = backproject_depth(depth_m, intrinsics, T_base_cam, colors, stride, max_depth_m)
+    return points_cloud(xyz, rgb)
+
+
+def depth_image(depth_m: np.ndarray) -> np.ndarray:
+    """One ``(h, w)`` depth map as a C-contiguous float32 image for a ``32FC1`` message.
+
+    REP 118: invalid (non-positive or NaN) -> NaN, ``+inf`` (no return) stays ``+inf``."""
+    d = np.array(depth_m, dtype=np.float32, copy=True)
+    if d.ndim != 2:
+        raise ValueError(f"depth_m must be (h, w), got {d.shape}")
+    d[~(d > 0)] = np.nan
+    return np.ascontiguousarray(d)
+
+
+@dataclass(frozen=True)
+class BevGrid:
+    """Data for ``nav_msgs/OccupancyGrid``: ``data`` int8 ``(height * width,)`` row-major (row = y
+    index), 0..100 occupancy, -1 unknown; ``origin_xyz`` is the corner of cell (0, 0) in base_link."""
+
+    data: np.ndarray
+    width: int
+    height: int
+    resolution: float
+    origin_xyz: tuple[float, float, float]
+
+
+def bev_grid(occupancy_prob: np.ndarray, grid: VoxelGridSpec, z_min_m: float, z_max_m: float,
+             observed: np.ndarray | None = None) -> BevGrid:
+    """Collapse the voxels whose centre lies in ``[z_min_m, z_max_m]`` into a 2D grid: cell value =
+    ``round(100 * max prob)`` over that slab; columns with no observed voxel in the slab are -1.
+
+    The BEV cell size is the voxel x size (the grid must have square cells in x and y).
+    """
+    prob = _check_volume("occupancy_prob", occupancy_prob, grid)
+    if abs(grid.voxel_size[0] - grid.voxel_size[1]) > 1e-9:
+        raise ValueError(f"BEV needs square cells, voxel_size is {grid.voxel_size}")
+    z_centres = grid.range_min[2] + (np.arange(grid.shape[2]) + 0.5) * grid.voxel_size[2]
+    in_slab = (z_centres >= z_min_m) & (z_centres <= z_max_m)
+    seen = np.ones(prob.shape, bool) if observed is None else _check_volume("observed", observed, grid).astype(bool)
+    seen = seen & np.isfinite(prob) & in_slab[None, None, :]
+    p = np.where(seen, prob, -np.inf).max(axis=2)  # (X, Y)
+    known = np.isfinite(p)
+    cell = np.full(p.shape, -1, np.int8)
+    cell[known] = np.clip(np.round(np.clip(p[known], 0.0, 1.0) * 100), 0, 100).astype(np.int8)
+    # OccupancyGrid is row-major with rows along y: transpose (X, Y) -> (Y, X).
+    data = np.ascontiguousarray(cell.T).ravel()
+    return BevGrid(data=data, width=grid.shape[0], height=grid.shape[1], resolution=float(grid.voxel_size[0]),
+                   origin_xyz=(grid.range_min[0], grid.range_min[1], float(z_min_m)))
+
+
+def label_color(label: int) -> tuple[float, float, float]:
+    """RGB (0..1) of a class id: the mv4d class palette, then a fixed golden-ratio hue walk for ids
+    beyond it (so every id has a distinct, run-independent colour)."""
+    from mv4d_core.data.classes import PALETTE
+
+    label = int(label)
+    if 0 < label < len(PALETTE):  # 0 (free) is black in the palette: invisible in RViz, so hue-walk it
+        return tuple(float(c) / 255.0 for c in PALETTE[label])
+    h = (label * 0.618033988749895) % 1.0
+    s, v = 0.75, 0.95
+    i = int(h * 6)
+    f = h * 6 - i
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    return [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i % 6]
+
+
+@dataclass(frozen=True)
+class CubeList:
+    """One ``CUBE_LIST`` marker: every cube of one class, ``points`` ``(K, 3)`` float32 centres."""
+
+    label: int
+    points: np.ndarray
+    color_rgba: tuple[float, float, float, float]
+
+
+def marker_cubes(voxels: np.ndarray, max_markers: int) -> list[CubeList]:
+    """Occupied voxels (:data:`OCCUPANCY_DTYPE`) -> one cube list per label, at most ``max_markers``
+    cubes in total (the most probable ones are kept), labels ascending.
+
+    The node publishes a ``DELETEALL`` marker before these (in-place CUBE_LIST updates degrade RViz2).
+    """
+    if max_markers < 1:
+        raise ValueError(f"max_markers must be >= 1, got {max_markers}")
+    v = voxels
+    if len(v) > max_markers:
+        # Stable sort on -prob keeps equal-probability voxels in grid order: deterministic output.
+        keep = np.sort(np.argsort(-v["prob"], kind="stable")[:max_markers])
+        v = v[keep]
+    out = []
+    for lab in np.unique(v["label"]):
+        sel = v[v["label"] == lab]
+        pts = np.stack([sel["x"], sel["y"], sel["z"]], -1).astype(np.float32)
+        out.append(CubeList(int(lab), pts, (*label_color(int(lab)), 1.0)))
+    return out

@@ -1,0 +1,118 @@
+"""Perception parameters: shipped YAML, JSON schema and the typed config agree and reject bad values."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from mv4d_core.pipeline.config import (PARAMETERS, ConfigError, PerceptionConfig, json_schema,
+                                       ros_parameters_from_yaml)
+
+REPO = Path(__file__).resolve().parents[1]
+YAML_PATH = REPO / "config" / "mv4d.param.yaml"
+SCHEMA_PATH = REPO / "config" / "mv4d.schema.json"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict:
+    return yaml.safe_load(YAML_PATH.read_text())
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def _with(doc: dict, dotted: str, value) -> dict:
+    doc = copy.deepcopy(doc)
+    node = doc["/**"]["ros__parameters"]
+    *groups, key = dotted.split(".")
+    for g in groups:
+        node = node[g]
+    node[key] = value
+    return doc
+
+
+def test_shipped_schema_is_generated_from_the_parameter_table(schema):
+    # The schema file is an artefact of PARAMETERS; regenerate it when the table changes.
+    assert schema == json.loads(json.dumps(json_schema()))
+    jsonschema.Draft7Validator.check_schema(schema)
+
+
+def test_shipped_yaml_validates_against_the_schema(shipped, schema):
+    jsonschema.validate(shipped, schema)
+    assert list(shipped) == ["/**"], "parameter file root must be /** : ros__parameters"
+
+
+def test_shipped_yaml_sets_every_parameter_and_loads_into_the_config(shipped):
+    from mv4d_core.pipeline.config import flatten
+    flat = flatten(ros_parameters_from_yaml(shipped))
+    assert set(flat) == {p.name for p in PARAMETERS}
+    cfg = PerceptionConfig.from_yaml(YAML_PATH)
+    assert cfg.camera_names[1] == "CAM_FRONT"
+    assert cfg.sync.slop_s == pytest.approx(0.08)
+    assert cfg.engine == "torch" and cfg.publish.occupancy and not cfg.publish.markers
+    assert cfg.to_flat_dict() == {k: (list(v) if isinstance(v, tuple) else v) for k, v in flat.items()}
+
+
+def test_defaults_equal_the_dataclass_defaults():
+    assert PerceptionConfig.from_dict({}) == PerceptionConfig()
+
+
+@pytest.mark.parametrize("name,value", [
+    ("sync.slop_s", -0.1),
+    ("sync.slop_s", 0.0),
+    ("sync.queue_size", 0),
+    ("sync.queue_size", 2.5),
+    ("engine", "caffe"),
+    ("input_qos", "FAST"),
+    ("device", "gpu0"),
+    ("occupancy_threshold", 1.0),
+    ("max_markers", 50000),
+    ("camera_names", []),
+    ("camera_names", ["CAM_FRONT", "CAM_FRONT"]),
+    ("publish.points", "yes"),
+    ("image_transport", "theora"),
+    ("points.stride", 0),
+])
+def test_invalid_values_are_rejected_naming_the_parameter(shipped, schema, name, value):
+    bad = _with(shipped, name, value)
+    with pytest.raises(jsonschema.ValidationError) as schema_err:
+        jsonschema.validate(bad, schema)
+    # The schema error path ends at the offending key.
+    assert list(schema_err.value.absolute_path)[2:][:len(name.split("."))] == name.split(".")
+    with pytest.raises(ConfigError, match=rf"parameter '{name}'") as cfg_err:
+        PerceptionConfig.from_dict(ros_parameters_from_yaml(bad))
+    assert cfg_err.value.parameter == name
+
+
+def test_unknown_parameter_is_rejected_by_both(shipped, schema):
+    bad = _with(shipped, "sync.slopp_s", 0.1)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    with pytest.raises(ConfigError, match="parameter 'sync.slopp_s': unknown"):
+        PerceptionConfig.from_dict(ros_parameters_from_yaml(bad))
+
+
+def test_cross_field_rule_bev_range():
+    with pytest.raises(ConfigError, match="parameter 'bev.z_max_m'"):
+        PerceptionConfig.from_dict({"bev.z_min_m": 2.0, "bev.z_max_m": 1.0})
+
+
+def test_flat_and_nested_forms_agree():
+    flat = PerceptionConfig.from_dict({"sync.slop_s": 0.05, "publish.bev": False, "input_qos": "RELIABLE_10"})
+    nested = PerceptionConfig.from_dict({"sync": {"slop_s": 0.05}, "publish": {"bev": False},
+                                         "input_qos": "RELIABLE_10"})
+    assert flat == nested
+    assert flat.sync.slop_s == 0.05 and not flat.publish.bev
+
+
+def test_every_parameter_is_documented_in_the_node_readme():
+    readme = (REPO / "mv4d_ros" / "README.md").read_text()
+    for p in PARAMETERS:
+        assert f"| `{p.name}` |" in readme, f"parameter {p.name} missing from mv4d_ros/README.md"
