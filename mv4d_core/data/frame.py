@@ -28,7 +28,8 @@ class GroundTruth:
     * ``depth_m``: ``(N, H, W)`` float32 optical-z depth per camera, ``inf`` where nothing is hit.
     * ``semantics``: ``(N, H, W)`` uint8 class ids per camera (see ``mv4d_core.data.classes``).
     * ``occupancy``: ``(X, Y, Z)`` uint8 class per voxel on ``occupancy_grid``; ``FREE`` = empty.
-    * ``voxel_flow_mps``: ``(X, Y, Z, 3)`` float32 velocity of the voxel content in base_link, m/s.
+    * ``voxel_flow_mps``: ``(X, Y, Z, 3)`` float32 velocity of the voxel content relative to the world
+      (ego motion removed), expressed in the current base_link axes, m/s.
     * ``point_flow_m``: ``(P, 3)`` float32 displacement of each LiDAR point to the next frame,
       expressed in the current base_link (static points move by the inverse ego motion only
       when ``point_flow_includes_ego``; mv4d stores object motion only by default).
