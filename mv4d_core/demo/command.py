@@ -1,0 +1,447 @@
+"""``mv4d demo``: the main job end to end, on an unseen synthetic drive (and real nuScenes when present).
+
+Steps (each the same code path as its own CLI command, called in-process):
+
+1. ``mv4d synth`` -> ``OUT/synthetic/bag`` + ``gt.npz`` (seed 1000+: never a training seed);
+2. ``mv4d infer`` with the checkpoint (default: the weights shipped in ``mv4d_core/weights/``)
+   -> ``OUT/synthetic/output_bag`` (sensor topics + every output topic, playable in RViz);
+3. the output bag is decoded back and scored against the exact ground truth (depth, occupancy,
+   flow) next to the trivial baselines of :mod:`mv4d_core.eval.baselines`; ``mv4d eval`` scores
+   the same data too (model re-run from the checkpoint: the project's reference numbers);
+4. with real data (``--nuscenes DATAROOT`` or ``<shared>/data/nuscenes_minivis/data``):
+   ``mv4d convert nuscenes`` -> ``mv4d infer`` -> depth scored against the projected LiDAR;
+5. ``OUT/report.md``, ``OUT/index.html`` (self-contained), ``OUT/metrics.json``, PNG panels, a PLY
+   of the predicted point cloud and a point-cloud render per dataset.
+
+Without shipped weights the demo stops with a message saying how to get them; ``--random-init``
+runs the plumbing with an untrained model and labels every output UNTRAINED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "run the main job: synthetic drive (+ nuScenes if present) -> infer -> evaluate -> report folder"
+
+#: Marker file: a folder holding it was written by ``mv4d demo`` and may be replaced by a new run.
+MARKER = ".mv4d_demo"
+#: Synthetic seeds at or above this are never used for training (training recipes use small seeds).
+FIRST_UNSEEN_SEED = 1000
+UNTRAINED_LABEL = "UNTRAINED (--random-init): random weights, the numbers only test the plumbing"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="report folder (created; a previous demo run there is replaced)")
+    parser.add_argument("--checkpoint", default="", help="model checkpoint (default: mv4d_core/weights/*.pt)")
+    parser.add_argument("--random-init", action="store_true",
+                        help="use an untrained randomly initialised tiny model (tests/plumbing only; labelled)")
+    parser.add_argument("--frames", type=int, default=12, help="synthetic frames (10 Hz)")
+    parser.add_argument("--seed", type=int, default=FIRST_UNSEEN_SEED,
+                        help=f"synthetic world seed (>= {FIRST_UNSEEN_SEED}: unseen by training)")
+    parser.add_argument("--nuscenes", default=None, help="nuScenes dataroot (holding samples/ and v1.0-*/)")
+    parser.add_argument("--shared", default=None,
+                        help="developers' shared folder; <shared>/data/nuscenes_minivis/data is used if present")
+    parser.add_argument("--nuscenes-frames", type=int, default=6, help="keyframes of the real scene to run")
+    parser.add_argument("--nuscenes-image-size", default="704x396", help="resize nuScenes cameras to WxH first")
+    parser.add_argument("--no-real", action="store_true", help="skip the real-data branch even if data is found")
+    parser.add_argument("--render", choices=("auto", "open3d", "matplotlib", "none"), default="auto",
+                        help="point-cloud render backend (auto: open3d, else matplotlib)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--docs", default=None, metavar="DIR",
+                        help="also write small README pictures from the SYNTHETIC run to DIR (demo_panels.png, "
+                             "demo_pointcloud.png); refused with --random-init")
+
+
+class DemoError(RuntimeError):
+    """A step failed in a way the user can fix; the message says how."""
+
+
+def _sub_args(module, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv`` with a command module's own parser: the same defaults as its CLI."""
+    p = argparse.ArgumentParser(prog=f"mv4d {module.__name__.rsplit('.', 1)[-1]}")
+    module.add_arguments(p)
+    return p.parse_args(argv)
+
+
+def _prepare_out(out) -> None:
+    import shutil
+
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise DemoError(f"{out} exists and was not written by `mv4d demo` (no {MARKER}); choose another --out")
+        # Replace only what a demo writes, never anything else a user put there.
+        for name in ("synthetic", "nuscenes", "report.md", "index.html", "metrics.json", "untrained_random_init.pt"):
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by `mv4d demo`; the next run replaces this folder's demo outputs\n")
+
+
+def resolve_checkpoint(args, out):
+    """``(path, label)`` of the weights to run; raises :class:`DemoError` naming the missing file."""
+    from pathlib import Path
+
+    if args.random_init:
+        import torch
+
+        from mv4d_core.models import ModelConfig, build_model
+        from mv4d_core.training.checkpoint import save_atomic
+
+        cfg = ModelConfig.tiny()
+        torch.manual_seed(0)
+        path = save_atomic({"model_config": cfg.to_dict(), "model": build_model(cfg).state_dict(),
+                            "note": UNTRAINED_LABEL}, out / "untrained_random_init.pt")
+        return path, UNTRAINED_LABEL
+    if args.checkpoint:
+        path = Path(args.checkpoint)
+        if not path.is_file():
+            raise DemoError(f"--checkpoint {path} does not exist")
+        return path, f"checkpoint {path}"
+    from mv4d_core.pipeline.engines import default_checkpoint
+
+    path = default_checkpoint()
+    if path is None:
+        folder = Path(__file__).resolve().parents[1] / "weights"
+        raise DemoError(
+            f"no shipped weights: {folder}/*.pt is missing. Train them with `mv4d train` (see training/ for the "
+            f"recipe) and copy the checkpoint to {folder}/, or pass --checkpoint PATH. `--random-init` runs the "
+            "demo with an untrained model (plumbing test; every output is labelled UNTRAINED).")
+    return path, f"shipped weights {path.name}"
+
+
+def checkpoint_provenance(path, seed: int, real_root=None) -> tuple[list[str], list[str]]:
+    """``(facts, warnings)`` from a trainer checkpoint: training step and data, and whether the demo's
+    synthetic seed or real data were part of training (then those numbers are on training data)."""
+    from pathlib import Path
+
+    from mv4d_core.training.checkpoint import load
+
+    try:
+        ckpt = load(path)
+    except (FileNotFoundError, ValueError) as e:
+        return [], [f"cannot read training provenance: {e}"]
+    facts, warnings = [], []
+    if isinstance(ckpt.get("step"), int):
+        facts.append(f"trained for {ckpt['step']} steps")
+    data = (ckpt.get("config") or {}).get("data") or {}
+    seeds = list(data.get("synth_seeds") or [])
+    sources = [str(s) for s in data.get("sources") or []]
+    if seeds or sources:
+        facts.append(f"training data: synthetic seeds {seeds or 'none'}, sources "
+                     f"{[Path(s).name for s in sources] or 'none'}")
+    if seed in seeds:
+        warnings.append(f"synthetic seed {seed} was a TRAINING seed of this checkpoint: its numbers are not on unseen "
+                        "data (pick another --seed)")
+    if real_root is not None and any("nuscenes" in s.lower() or Path(s).name == Path(real_root).name
+                                      for s in sources):
+        warnings.append("this checkpoint was trained on nuScenes data that may include the demo's real scene: the "
+                        "real-data depth numbers may be on training data")
+    if not seeds and not sources and "config" not in ckpt:
+        facts.append("checkpoint carries no training-data record")
+    return facts, warnings
+
+
+def find_nuscenes(args):
+    """``(dataroot, version, reason)``: the real data to use, or ``(None, None, why not)``."""
+    from pathlib import Path
+
+    if args.no_real:
+        return None, None, "--no-real given"
+    candidates = []
+    if args.nuscenes:
+        candidates.append(Path(args.nuscenes))
+    elif args.shared:
+        candidates.append(Path(args.shared) / "data" / "nuscenes_minivis" / "data")
+    if not candidates:
+        return None, None, "no --nuscenes DATAROOT given and no --shared folder"
+    root = candidates[0]
+    if not root.is_dir():
+        if args.nuscenes:
+            raise DemoError(f"--nuscenes {root} is not a folder")
+        return None, None, f"{root} not found (the nuScenes sample only exists next to the developers' checkout)"
+    versions = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "scene.json").is_file())
+    if not versions:
+        raise DemoError(f"{root} has no v1.0-*/scene.json table folder")
+    preferred = [v for v in ("v1.0-mini", "v1.0-mini-extract", "v1.0-trainval") if v in versions]
+    return root, (preferred or versions)[0], ""
+
+
+def _with_gt(frames, gts: dict):
+    import dataclasses
+
+    return [dataclasses.replace(f, gt=gts.get(int(f.stamp_ns))) for f in frames]
+
+
+def _middle(frames):
+    return frames[len(frames) // 2]
+
+
+def run_official_eval(source, ckpt, json_path, log=print):
+    """``mv4d eval --checkpoint ckpt --data source --json json_path`` in-process.
+
+    Returns ``(results, markdown)``, or a sentence saying why it did not run (the demo goes on)."""
+    import contextlib
+    import io
+    import json
+
+    from mv4d_core.eval import command as eval_command
+
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):  # its tables go into the report, not twice onto the console
+            rc = eval_command.run(_sub_args(eval_command, ["--checkpoint", str(ckpt), "--data", str(source),
+                                                           "--json", str(json_path)]))
+    except Exception as e:  # noqa: BLE001 - a failing evaluator must not hide the rest of the demo
+        return f"`mv4d eval` failed ({type(e).__name__}: {e}); its tables are missing from this report"
+    if rc != 0:
+        return f"`mv4d eval` exited with {rc}: {buf.getvalue().strip()[-300:]}"
+    log(f"mv4d eval -> {json_path} and {json_path.with_suffix('.md')}")
+    return json.loads(json_path.read_text())["results"], json_path.with_suffix(".md").read_text()
+
+
+def run_dataset(name: str, in_bag, work, ckpt, model_cfg, frames_gt, dt_s, method: str, label: str, render: str,
+                device: str, eval_source, train_frames=None, real: bool = False, log=print):
+    """infer -> decode -> evaluate (from the output bag and with ``mv4d eval``) -> panels for one
+    input bag. Returns a :class:`Section`."""
+    import time
+
+    import numpy as np
+
+    from mv4d_core.data.rosbag_io import read_frames
+    from mv4d_core.demo import panels
+    from mv4d_core.demo.evaluate import evaluate_outputs, headline
+    from mv4d_core.demo.outputs_bag import read_outputs
+    from mv4d_core.demo.pointcloud_render import render_points, write_ply
+    from mv4d_core.demo.report import Section
+    from mv4d_core.eval.report import markdown_report
+    from mv4d_core.pipeline import infer_command
+
+    out_bag = work / "output_bag"
+    t = time.perf_counter()
+    rc = infer_command.run(_sub_args(infer_command, ["--checkpoint", str(ckpt), "--in", str(in_bag),
+                                                     "--out", str(out_bag), "--device", device]))
+    if rc != 0:
+        raise DemoError(f"`mv4d infer` failed on {in_bag} (exit {rc}); see its messages above")
+    log(f"[{name}] mv4d infer -> {out_bag} ({time.perf_counter() - t:.1f} s)")
+
+    grid = model_cfg.grid
+    semantic = getattr(model_cfg, "num_semantic_classes", 0) > 0
+    frames = list(read_frames(out_bag))
+    if frames_gt is not None:
+        frames = _with_gt(frames, frames_gt)
+    outputs = read_outputs(out_bag, grid)
+    ev = evaluate_outputs(frames, outputs, grid, method, semantic, dt_s, train_frames)
+    summary = ", ".join(f"{k} {v:.3f}" for k, v in headline(ev).items())
+    log(f"[{name}] evaluated {ev.frames} frame(s) from the output bag: {summary}")
+
+    sec = Section(title=name, results={"from_output_bag": ev.results}, notes=list(ev.notes))
+    sec.intro = [label, f"input bag `{in_bag.relative_to(work.parent).as_posix()}`, output bag "
+                        f"`{out_bag.relative_to(work.parent).as_posix()}` (`ros2 bag play` it with config/mv4d.rviz)",
+                 f"{ev.frames} frame(s) evaluated; panels show frame {len(frames) // 2} "
+                 f"(stamp {_middle(frames).stamp_ns})",
+                 f"headline (model, from the output bag): {summary or 'no metric available'}; baselines in the tables"]
+    sec.metrics_md = ("# Scored from the output bag (what the node publishes: thresholded occupancy, published "
+                      "flow and depth topics)\n\n" + markdown_report(ev.results, title=name, per_class=semantic)
+                      .split("\n", 1)[1])
+    t = time.perf_counter()
+    official = run_official_eval(eval_source, ckpt, work / "eval.json",
+                                 log=lambda m: log(f"[{name}] {m} ({time.perf_counter() - t:.1f} s)"))
+    if isinstance(official, str):
+        sec.notes.append(official)
+    else:
+        results, md = official
+        sec.results["mv4d_eval"] = results
+        sec.metrics_md += ("\n# `mv4d eval` on the same data (model re-run from the checkpoint; occupancy = "
+                           "SDF <= 0, also under the SelfOcc protocol)\n\n" + md.split("\n", 1)[1])
+
+    frame = _middle(frames)
+    out = outputs.for_frame(frame)
+    tag = "UNTRAINED — " if label == UNTRAINED_LABEL else ""
+    from mv4d_core.eval.baselines import frame_depth_targets
+
+    ref = frame_depth_targets(frame)
+    png = panels.camera_depth_panel(frame, out.depth_m, work / "cameras_depth.png",
+                                    f"{tag}{name}: cameras and predicted depth", reference=ref,
+                                    reference_label="LiDAR depth (projected)" if real else "GT depth")
+    sec.images.append(("Cameras with predicted depth" + (" and projected LiDAR" if real else " and GT depth"), png))
+    gt = frame.gt
+    png = panels.bev_occupancy_panel(out.occupied, out.labels if semantic else None, grid, work / "bev_occupancy.png",
+                                     f"{tag}{name}: occupancy, bird's-eye view (x forward up)",
+                                     gt.occupancy if gt is not None else None,
+                                     gt.occupancy_grid if gt is not None else None)
+    sec.images.append(("BEV occupancy: prediction" + (" vs ground truth" if gt is not None else ""), png))
+    png = panels.flow_panel(out.occupied, out.flow_mps, grid, work / "flow_bev.png",
+                            f"{tag}{name}: scene flow, bird's-eye view (x forward up)",
+                            gt.occupancy if gt is not None else None, gt.voxel_flow_mps if gt is not None else None,
+                            gt.occupancy_grid if gt is not None else None)
+    sec.images.append(("BEV flow arrows: prediction" + (" vs ground truth" if gt is not None else ""), png))
+
+    ply = write_ply(work / "predicted_points.ply", out.points_xyz, out.points_rgb,
+                    comment=f"mv4d predicted point cloud, base_link, stamp {frame.stamp_ns}\n{label}")
+    sec.intro.append(f"predicted point cloud of that frame: `{ply.relative_to(work.parent).as_posix()}` "
+                     f"({len(out.points_xyz)} points, base_link)")
+    if render != "none":
+        t = time.perf_counter()
+        vox = grid.index_to_metric(np.argwhere(out.occupied))
+        vox_rgb = panels.height_rgb(vox[:, 2], grid) if len(vox) else np.zeros((0, 3), np.uint8)
+        res = render_points(work / "pointcloud_render.png",
+                            [(out.points_xyz, out.points_rgb, 4.0), (vox, vox_rgb, 3.0)],
+                            title=f"{tag}{name}: predicted points + occupied voxels", backend=render)
+        if res.note:
+            log(f"[{name}] NOTE: {res.note}")
+            sec.notes.append(res.note)
+        sec.images.append((f"Predicted point cloud (image colours) and occupied voxel centres (height colours), "
+                           f"rendered by {res.backend}", res.path))
+        log(f"[{name}] point-cloud render ({res.backend}) {time.perf_counter() - t:.1f} s")
+    else:
+        sec.notes.append("point-cloud render skipped (--render none)")
+    return sec
+
+
+def run(args: argparse.Namespace) -> int:
+    import platform
+    import time
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    t_start = time.perf_counter()
+    done: list[str] = []
+    skipped: list[str] = []
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    if args.frames < 2:
+        print("mv4d demo: --frames must be >= 2 (flow needs a previous frame)", file=sys.stderr)
+        return 2
+    if args.docs and args.random_init:
+        print("mv4d demo: --docs refused with --random-init (README pictures of an untrained model mislead)",
+              file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    try:
+        _prepare_out(out)
+        ckpt, label = resolve_checkpoint(args, out)
+        real_root, real_version, real_reason = find_nuscenes(args)
+    except DemoError as e:
+        print(f"mv4d demo: {e}", file=sys.stderr)
+        return 2
+    if label == UNTRAINED_LABEL:
+        log(f"mv4d demo: *** {UNTRAINED_LABEL} ***")
+
+    import torch
+
+    from mv4d_core.data.synth import DEFAULT_DT_S, generate_sequence, load_gt_sidecar
+    from mv4d_core.data.synth import command as synth_command
+    from mv4d_core.demo.report import write_report
+    from mv4d_core.pipeline.engines import EngineError, load_checkpoint_model
+
+    try:
+        _model, model_cfg = load_checkpoint_model(ckpt)
+        del _model
+    except EngineError as e:
+        print(f"mv4d demo: {e}", file=sys.stderr)
+        return 2
+    method = "mv4d (untrained)" if label == UNTRAINED_LABEL else f"mv4d ({Path(ckpt).name})"
+    facts, warnings = ([], []) if label == UNTRAINED_LABEL else checkpoint_provenance(ckpt, args.seed, real_root)
+    for w in warnings:
+        log(f"mv4d demo: WARNING {w}")
+    if args.seed < FIRST_UNSEEN_SEED:
+        log(f"mv4d demo: WARNING --seed {args.seed} < {FIRST_UNSEEN_SEED} may be a training seed")
+    sections = []
+    try:
+        # ---- synthetic
+        syn = out / "synthetic"
+        size = "tiny" if model_cfg.image_width <= 176 else "base"
+        grid_name = "tiny" if model_cfg.grid.shape[0] <= 100 else "occ3d"
+        t = time.perf_counter()
+        rc = synth_command.run(_sub_args(synth_command, ["--out", str(syn), "--frames", str(args.frames),
+                                                         "--seed", str(args.seed), "--size", size,
+                                                         "--grid", grid_name]))
+        if rc != 0:
+            raise DemoError(f"`mv4d synth` failed (exit {rc})")
+        log(f"[synthetic] mv4d synth: {args.frames} frames, seed {args.seed}, {size} cameras -> {syn / 'bag'} "
+            f"({time.perf_counter() - t:.1f} s)")
+        done.append(f"synthetic drive: {args.frames} frames, seed {args.seed} (unseen by training), exact GT")
+        gts = load_gt_sidecar(syn)
+        # Fit the constant-depth baseline on a training seed, not on the evaluated drive.
+        train_frames = generate_sequence(2, seed=0, size=size)
+        sec = run_dataset("synthetic", syn / "bag", syn, ckpt, model_cfg, gts, DEFAULT_DT_S, method, label,
+                          args.render, args.device, syn, train_frames=train_frames, log=log)
+        sec.intro.insert(0, f"procedural street, seed {args.seed}, {args.frames} frames at 10 Hz, "
+                            f"{size} cameras (6), exact ground truth (`synthetic/gt.npz`)")
+        sections.append(sec)
+        done.append("synthetic: infer, evaluation vs exact GT + baselines, panels, PLY")
+
+        # ---- real data
+        if real_root is None:
+            skipped.append(f"real-data branch: {real_reason}")
+            log(f"[nuscenes] skipped: {real_reason}")
+        else:
+            from mv4d_core.data import convert_command
+            from mv4d_core.data.nuscenes import NuScenesReader
+
+            nus = out / "nuscenes"
+            nus.mkdir(parents=True, exist_ok=True)
+            scene = NuScenesReader.open(real_root, real_version, "json").scene_names[0]
+            t = time.perf_counter()
+            rc = convert_command.run(_sub_args(convert_command, [
+                "nuscenes", "--dataroot", str(real_root), "--version", real_version, "--out", str(nus / "input_bag"),
+                "--scene", scene, "--max-frames", str(args.nuscenes_frames),
+                "--image-size", args.nuscenes_image_size, "--backend", "json"]))
+            if rc != 0:
+                raise DemoError(f"`mv4d convert nuscenes` failed on {real_root} (exit {rc})")
+            log(f"[nuscenes] mv4d convert nuscenes: {scene}, {args.nuscenes_frames} keyframes -> {nus / 'input_bag'} "
+                f"({time.perf_counter() - t:.1f} s)")
+            sec = run_dataset("nuscenes", nus / "input_bag", nus, ckpt, model_cfg, None, 0.5, method, label,
+                              args.render, args.device, nus / "input_bag", real=True, log=log)
+            sec.intro.insert(0, f"real nuScenes {real_version} scene {scene}, {args.nuscenes_frames} keyframes "
+                                f"(2 Hz), cameras resized to {args.nuscenes_image_size}; reference depth = LiDAR "
+                                "projected into the cameras (no occupancy / flow ground truth)")
+            sec.notes.append("nuScenes images stay in this folder only (CC BY-NC-SA); never commit them")
+            sections.append(sec)
+            done.append(f"nuScenes {scene}: convert, infer, depth vs projected LiDAR + baselines, panels, PLY")
+    except DemoError as e:
+        print(f"mv4d demo: {e}", file=sys.stderr)
+        return 1
+
+    if args.docs:
+        from mv4d_core.demo.docs import write_docs_pictures
+
+        for p in write_docs_pictures(out / "synthetic", Path(args.docs)):
+            done.append(f"README picture {p} ({p.stat().st_size // 1024} KB, synthetic data only)")
+    wall_s = time.perf_counter() - t_start
+    header = [label, f"model: {model_cfg.name if hasattr(model_cfg, 'name') else 'mv4d'}, input "
+                     f"{model_cfg.image_width}x{model_cfg.image_height}, grid {model_cfg.grid.shape} @ "
+                     f"{model_cfg.grid.voxel_size[0]:g} m",
+              f"run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()} "
+              f"({args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads); wall time "
+              f"{wall_s:.0f} s"]
+    header += [f"checkpoint: {', '.join(facts)}" for _ in [0] if facts]
+    header += [f"WARNING: {w}" for w in warnings]
+    header += [f"skipped: {s}" for s in skipped]
+    title = ("mv4d demo — UNTRAINED MODEL (plumbing only)" if label == UNTRAINED_LABEL else "mv4d demo")
+    paths = write_report(out, title, header, sections,
+                         {"checkpoint": str(ckpt), "untrained": label == UNTRAINED_LABEL, "wall_s": wall_s,
+                          "skipped": skipped, "seed": args.seed, "frames": args.frames})
+    log("")
+    log(f"mv4d demo finished in {wall_s:.0f} s. What it did:")
+    for d in done:
+        log(f"  - {d}")
+    for s in skipped:
+        log(f"  - SKIPPED {s}")
+    log(f"Where everything is (under {out}):")
+    for sec in sections:
+        work = out / sec.title
+        for p in sorted(work.iterdir()):
+            log(f"  {p}{'/' if p.is_dir() else ''}")
+    for p in paths.values():
+        log(f"  {p}")
+    log(f"Open {paths['html']} in a browser for the whole report.")
+    if label == UNTRAINED_LABEL:
+        log(f"*** {UNTRAINED_LABEL} ***")
+    return 0
