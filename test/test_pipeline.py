@@ -201,7 +201,7 @@ def test_create_engine_loads_a_checkpoint_and_prefers_ema_weights(tmp_path):
 
 
 @pytest.mark.parametrize("engine,checkpoint,device,parameter", [
-    ("onnxruntime", "", "cpu", "engine"),
+    ("onnxruntime", "", "cpu", "checkpoint"),  # no shipped .onnx
     ("torch", "/nonexistent/model.pt", "cpu", "checkpoint"),
 ])
 def test_create_engine_errors_name_the_parameter(engine, checkpoint, device, parameter):

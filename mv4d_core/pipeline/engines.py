@@ -223,5 +223,7 @@ def create_engine(engine: str, checkpoint: str = "", device: str = "cpu") -> Eng
         except EngineError as e:
             raise ConfigError("checkpoint" if "CUDA" not in str(e) else "device", str(e)) from None
     if engine in ("onnxruntime", "tensorrt"):
-        raise ConfigError("engine", f"{engine!r} is not available in this build yet (use 'torch')")
+        from mv4d_core.export.factory import create_export_engine  # checkpoint = a .onnx from `mv4d export`
+
+        return create_export_engine(engine, checkpoint, device)
     raise ConfigError("engine", f"unknown engine {engine!r}")
