@@ -26,7 +26,6 @@ threads on a loaded 2-core machine torch's OpenMP regions stall and its latency 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import tempfile
@@ -36,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from bench.common import machine, round_robin, write_result
 
 
 def median_ms(fn, repeats: int, warmup: int = 1) -> float:
@@ -49,17 +50,9 @@ MINIMA: dict[int, dict[str, float]] = {}
 def compare(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
     """Median milliseconds of each callable, measured round-robin so that load from other processes
     hits all of them alike. The minima are kept in :data:`MINIMA` under the id of the result."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append((time.perf_counter() - t0) * 1e3)
-    res = {k: round(statistics.median(v), 3) for k, v in times.items()}
-    MINIMA[id(res)] = {k: round(min(v), 3) for k, v in times.items()}
+    times = round_robin(fns, repeats, warmup)
+    res = {k: round(statistics.median(v) * 1e3, 3) for k, v in times.items()}
+    MINIMA[id(res)] = {k: round(min(v) * 1e3, 3) for k, v in times.items()}
     return res
 
 
@@ -153,11 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     R = args.repeats
     result: dict = {"config": cfg.name, "repeats": R, "threads": threads, "camera_hw": list(args.camera_hw),
                     "num_cameras": cfg.num_cameras, "grid": list(cfg.grid.shape)}
-    try:
-        from bench.run_all import machine
-        result["machine"] = machine()
-    except Exception:  # noqa: BLE001 - informative only
-        pass
+    result["machine"] = machine()
     import onnxruntime
 
     result["onnxruntime"] = onnxruntime.__version__
@@ -282,12 +271,9 @@ def main(argv: list[str] | None = None) -> int:
                              "build_seconds": round(trt_engine.prepared.build_seconds, 1)})
         result["accelerator_rows"] = rows
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({"stages_ms": result["stages_ms"],
-                      "pipeline_ratio": result["pipeline_ratio_torch_over_onnxruntime"],
-                      "accelerator_rows": rows}, indent=2))
+    write_result(args.out, result, shown={"stages_ms": result["stages_ms"],
+                                          "pipeline_ratio": result["pipeline_ratio_torch_over_onnxruntime"],
+                                          "accelerator_rows": rows})
     return 0
 
 

@@ -9,23 +9,12 @@ Usage: ``python -m bench.bench_losses [--out out/bench/losses.json] [--rays 32] 
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from bench.common import best_of, write_result
 from mv4d_core.losses.photometric import PhotometricLoss
-
-
-def _best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
@@ -64,14 +53,11 @@ def main() -> None:
         sum(F.grid_sample(adj[a], grid, align_corners=True).sum() for a in range(2)).backward()
 
     photometric(), gather_only()  # warm-up
-    t_loss, t_base = _best_of(photometric, a.repeats), _best_of(gather_only, a.repeats)
+    t_loss, t_base = best_of(photometric, a.repeats), best_of(gather_only, a.repeats)
     res = {"views": V, "rays_per_view": r * r, "samples_per_ray": S, "adjacent_frames": 2,
            "torch_threads": torch.get_num_threads(), "photometric_fwd_bwd_s": t_loss,
            "baseline_grid_sample_fwd_bwd_s": t_base, "ratio_vs_baseline": t_loss / t_base}
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2))
+    write_result(a.out, res)
 
 
 if __name__ == "__main__":

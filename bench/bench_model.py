@@ -10,7 +10,6 @@ no earlier work has raised the high-water mark. On CUDA: ``torch.cuda.max_memory
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import resource
 import statistics
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from bench.common import timed, write_result
 
 
 def _rss_mb() -> float:
@@ -77,17 +78,6 @@ def stage_times(model, inputs, repeats: int) -> dict:
     for h in hooks:
         h.remove()
     return {n: round(statistics.median(v) * 1e3, 2) for n, v in acc.items() if v}
-
-
-def timed(fn, repeats: int, sync=lambda: None) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,10 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     else:
         result["base_gpu"] = {"skipped": "no CUDA device"}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

@@ -15,21 +15,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import struct  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-
-def best_of(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from bench.common import best_of, write_result  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,10 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 bag[storage] = {"write_frames_per_s": len(frames) / t_w, "read_frames_per_s": n / t_r}
         res["bag_round_trip_6x450x800"] = bag
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2))
+    write_result(args.out, res)
     return 0
 
 

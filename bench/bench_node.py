@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import write_result
+
 REPO = Path(__file__).resolve().parents[1]
 
 NODE_BENCH = r"""
@@ -142,9 +144,7 @@ def main() -> None:
     res = {"load_average_1min_before": round(os.getloadavg()[0], 2), "pipeline": bench_pipeline(a.frames)}
     if not a.no_node:
         res["node"] = bench_node(a.frames)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2))
+    write_result(a.out, res)
 
 
 if __name__ == "__main__":

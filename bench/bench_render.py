@@ -12,13 +12,12 @@ timed only where CUDA and Triton are present (GPU section skipped otherwise).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
-import time
-from pathlib import Path
 
 import torch
+
+from bench.common import round_robin, write_result
 
 
 def build_workload(num_rays: int, device="cpu"):
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     BACKENDS = ("reference", "fused")
 
-    def run(device: str, grad: bool, sync=lambda: None) -> dict:
+    def run(device: str, grad: bool, sync=None) -> dict:
         """Time both backends on the same workload, alternating them each repeat (fair under CPU contention)."""
         field, grid, rays = build_workload(args.rays, device)
         field.requires_grad_(grad)
@@ -90,16 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 (out.depth_m.mean() + out.rgb.mean()).backward()
             return out
 
-        times = {b: [] for b in BACKENDS}
-        for b in BACKENDS:
-            once(b)
-        for _ in range(args.repeats):
-            for b in BACKENDS:
-                sync()
-                t0 = time.perf_counter()
-                once(b)
-                sync()
-                times[b].append(time.perf_counter() - t0)
+        times = round_robin({b: (lambda b=b: once(b)) for b in BACKENDS}, args.repeats, warmup=1, sync=sync)
         n = rays.origins.shape[1] * args.samples
         res = {}
         for b in BACKENDS:
@@ -141,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                          "forward": run("cuda", False, sync), "forward_backward": run("cuda", True, sync)}
     else:
         result["gpu"] = {"skipped": "no CUDA device"}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

@@ -17,12 +17,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from bench.common import write_result  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_frames_per_s": 10.0 if args.size == "tiny" else None,
         "threads": os.environ.get("OMP_NUM_THREADS"),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

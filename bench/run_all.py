@@ -9,32 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-
-def machine() -> dict:
-    import os
-
-    info = {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        pass
-    return info
+from bench.common import machine
 
 
 def _flatten(prefix: str, obj, rows: list) -> None:
@@ -72,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# mv4d benchmarks", "", f"Machine: `{json.dumps(summary['machine'])}`", ""]
     for name, res in summary["results"].items():
         rows: list = []
-        _flatten("", res, rows)
+        _flatten("", {k: v for k, v in res.items() if k != "machine"}, rows)  # machine: in the header
         lines += [f"## {name}", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" for k, v in rows]
         lines.append("")

@@ -478,6 +478,21 @@ def _pick_ego_source(tf: TFBuffer, odom: TFBuffer, tm: TopicMap, stats: ReadStat
     return None
 
 
+def _lookup_or_drop(path: Path, tf: TFBuffer, base_frame: str, frame_id: str, stamp_ns: int, stats: ReadStats,
+                    topic: str, what: str) -> np.ndarray | None:
+    """``T_base_frame`` (4, 4) at ``stamp_ns`` for a sensor message on ``topic``. A frame TF never
+    mentions is a broken bag (:class:`BagError`, ``what`` says whose frame it is); a known frame with
+    no transform at that time (gap, extrapolation) drops the set instead (counted, logged, None)."""
+    try:
+        return tf.lookup(base_frame, frame_id, stamp_ns)
+    except TransformError as e:
+        if frame_id not in tf.frames:
+            raise BagError(f"{path}: no transform {base_frame} <- {frame_id!r} {what}: {e}") from e
+        stats.dropped_tf += 1
+        stats.warn(f"{topic} @ {stamp_ns}: {e}; set dropped")
+        return None
+
+
 def _build_frame(path: Path, ts, tm: TopicMap, msgs: tuple, rig: Rig | None, tf: TFBuffer, ego: TFBuffer | None,
                  infos: dict, stats: ReadStats) -> FrameRecord | None:
     n = len(tm.cameras)
@@ -502,14 +517,9 @@ def _build_frame(path: Path, ts, tm: TopicMap, msgs: tuple, rig: Rig | None, tf:
         if rig is not None:
             T = rig.camera(cam.name).T_base_cam
         else:
-            try:
-                T = tf.lookup(tm.base_frame, frame_id, stamp)
-            except TransformError as e:
-                if frame_id not in tf.frames:
-                    raise BagError(f"{path}: no transform {tm.base_frame} <- {frame_id!r} (camera {cam.name}) in "
-                                   f"{tm.tf_static}/{tm.tf}: {e}") from e
-                stats.dropped_tf += 1
-                stats.warn(f"{cam.image} @ {stamp}: {e}; set dropped")
+            T = _lookup_or_drop(path, tf, tm.base_frame, frame_id, stamp, stats, cam.image,
+                                f"(camera {cam.name}) in {tm.tf_static}/{tm.tf}")
+            if T is None:
                 return None
         images.append(rgb)
         Ks.append(camera.K)
@@ -538,14 +548,9 @@ def _build_frame(path: Path, ts, tm: TopicMap, msgs: tuple, rig: Rig | None, tf:
         else:
             lidar_T = rig.lidar.T_base_lidar if rig is not None and rig.lidar is not None else None
             if lidar_T is None:
-                try:
-                    lidar_T = tf.lookup(tm.base_frame, frame_id, stamp_ns)
-                except TransformError as e:
-                    if frame_id not in tf.frames:
-                        raise BagError(f"{path}: no transform {tm.base_frame} <- {frame_id!r} "
-                                       f"for {tm.lidar}: {e}") from e
-                    stats.dropped_tf += 1
-                    stats.warn(f"{tm.lidar} @ {stamp_ns}: {e}; set dropped")
+                lidar_T = _lookup_or_drop(path, tf, tm.base_frame, frame_id, stamp_ns, stats, tm.lidar,
+                                          f"for {tm.lidar}")
+                if lidar_T is None:
                     return None
             lidar_xyz = (xyz.xyz if np.array_equal(lidar_T, np.eye(4))
                          else transform_points(lidar_T, xyz.xyz.astype(np.float64)).astype(np.float32))

@@ -31,9 +31,7 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +41,7 @@ import numpy as np
 
 from mv4d_core.export.engines_onnx import OnnxEngineBase
 from mv4d_core.pipeline.engines import EngineError
+from mv4d_core.utils.atomic_write import write_bytes_atomic
 
 LOG = logging.getLogger("mv4d.tensorrt")
 
@@ -165,21 +164,6 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([\[\]*?])", r"[\1]", text)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class TrtBackend(Protocol):
     """The TensorRT operations the cache needs (real: :class:`TensorRTBackend`)."""
 
@@ -240,10 +224,10 @@ def prepare_engine(onnx_path: str | Path, precision: str, backend: TrtBackend, c
     log(f"building TensorRT {precision} engine from {onnx_path.name} (this can take minutes)")
     data = backend.build(onnx_path, precision, key, log)
     seconds = time.perf_counter() - t0
-    write_atomic(decision.engine_path, data)
+    write_bytes_atomic(decision.engine_path, data)
     meta = {"key": key.to_dict(), "onnx": onnx_path.name, "build_seconds": round(seconds, 3),
             "built_at_unix": int(time.time()), "engine_bytes": len(data)}
-    write_atomic(decision.meta_path, json.dumps(meta, indent=2).encode())
+    write_bytes_atomic(decision.meta_path, json.dumps(meta, indent=2).encode())
     log(f"TensorRT engine written to {decision.engine_path} ({len(data) / 1e6:.1f} MB, {seconds:.1f} s)")
     runner = None if build_only else backend.deserialize(data)
     if runner is None and not build_only:

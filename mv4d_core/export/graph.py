@@ -35,7 +35,7 @@ from torch import nn
 from mv4d_core.geometry.transforms import transform_points
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 from mv4d_core.models.heads import occupancy_from_sdf
-from mv4d_core.models.lift import frustum_points_base
+from mv4d_core.models.lift import depth_distributions, frustum_points_base
 from mv4d_core.models.temporal import grid_sample_coords, voxel_centers_torch
 
 OUTPUT_NAMES: tuple[str, ...] = ("occupancy_prob", "sdf", "flow_mps", "rgb", "voxel_confidence_logit", "depth_m",
@@ -152,16 +152,13 @@ class InferenceGraph(nn.Module):
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Images ``(B, N, 3, h, w)`` -> ``(depth_prob (B, N, D, h8, w8), context (B, N, C, h8, w8),
         depth_m (B, N, h4, w4), depth_confidence_logit (B, N, h4, w4))``: 2D backbone, neck, depth net."""
-        m, cfg = self.model, self.cfg
+        m = self.model
         B, N, _, H, W = images.shape
         feat8, skip4 = m.neck(m.backbone(images.reshape(B * N, 3, H, W)))
         logits8, context, logits4, conf4 = m.depth_net(feat8, skip4)
-        D = cfg.depth.num_bins
+        depth_prob, _, depth_m = depth_distributions(logits8, logits4, m.depth_bins_m, B, N)
         h8, w8 = logits8.shape[-2:]
         h4, w4 = logits4.shape[-2:]
-        depth_prob = logits8.softmax(1).reshape(B, N, D, h8, w8)
-        depth_prob4 = logits4.softmax(1).reshape(B, N, D, h4, w4)
-        depth_m = (depth_prob4 * m.depth_bins_m.reshape(1, 1, D, 1, 1)).sum(2)
         return depth_prob, context.reshape(B, N, -1, h8, w8), depth_m, conf4.reshape(B, N, h4, w4)
 
     def lift(self, depth_prob: torch.Tensor, context: torch.Tensor, intrinsics: torch.Tensor,

@@ -23,6 +23,21 @@ def depth_bin_centers(cfg: DepthConfig, device=None, dtype=torch.float32) -> tor
     return torch.linspace(cfg.min_m, cfg.max_m, cfg.num_bins, device=device, dtype=dtype)
 
 
+def depth_distributions(logits8: torch.Tensor, logits4: torch.Tensor, depth_bins_m: torch.Tensor, batch: int,
+                        num_cameras: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:class:`DepthNet` logits of the ``B*N`` images (``(B*N, D, h8, w8)`` and ``(B*N, D, h4, w4)``) ->
+    ``(depth_prob (B, N, D, h8, w8), depth_prob4 (B, N, D, h4, w4), depth_m (B, N, h4, w4))``: softmax
+    over the ``D`` bins; metric depth is the expectation over the bin centres ``depth_bins_m`` (D,).
+    Shared by the model and the export graph so both decode depth identically."""
+    D = depth_bins_m.shape[0]
+    h8, w8 = logits8.shape[-2:]
+    h4, w4 = logits4.shape[-2:]
+    depth_prob = logits8.softmax(1).reshape(batch, num_cameras, D, h8, w8)
+    depth_prob4 = logits4.softmax(1).reshape(batch, num_cameras, D, h4, w4)
+    depth_m = (depth_prob4 * depth_bins_m.reshape(1, 1, D, 1, 1)).sum(2)
+    return depth_prob, depth_prob4, depth_m
+
+
 def feature_pixel_centers(height: int, width: int, stride: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """``(height, width, 2)`` image-pixel ``(u, v)`` of the centres of a stride-``stride`` feature map
     (feature cell ``j`` covers image pixels ``[j s, (j+1) s)`` so its centre is ``(j + 0.5) s - 0.5``)."""

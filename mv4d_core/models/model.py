@@ -9,7 +9,7 @@ from mv4d_core.models.backbone import ResNetBackbone, random_patch_mask
 from mv4d_core.models.config import ModelConfig
 from mv4d_core.models.heads import Neck3D, VoxelHeads, occupancy_from_sdf
 from mv4d_core.models.inputs import ModelInputs
-from mv4d_core.models.lift import DepthNet, LSSLift, depth_bin_centers
+from mv4d_core.models.lift import DepthNet, LSSLift, depth_bin_centers, depth_distributions
 from mv4d_core.models.neck import FPNNeck
 from mv4d_core.models.outputs import ModelOutputs, depth_map_intrinsics
 from mv4d_core.models.temporal import TemporalFusion
@@ -54,12 +54,9 @@ class MV4DModel(nn.Module):
                              f"{cfg.image_height}x{cfg.image_width}; use inputs_from_frames to resize")
         feat8, skip4 = self.encode_images(inputs.images.reshape(B * N, 3, H, W))
         logits8, context, logits4, conf4 = self.depth_net(feat8, skip4)
-        D = cfg.depth.num_bins
+        depth_prob, depth_prob4, depth_m = depth_distributions(logits8, logits4, self.depth_bins_m, B, N)
         h8, w8 = logits8.shape[-2:]
         h4, w4 = logits4.shape[-2:]
-        depth_prob = logits8.softmax(1).view(B, N, D, h8, w8)
-        depth_prob4 = logits4.softmax(1).view(B, N, D, h4, w4)
-        depth_m = (depth_prob4 * self.depth_bins_m.view(1, 1, D, 1, 1)).sum(2)
         volume = self.lift(depth_prob, context.view(B, N, -1, h8, w8), inputs.intrinsics, inputs.T_base_cam)
         fused = volume
         if self.temporal is not None:

@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from mv4d_core.utils.atomic_write import atomic_open
+
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temp file in the same folder, then ``os.replace``: a crash mid-write never
     leaves a truncated checkpoint under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_open(path) as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
