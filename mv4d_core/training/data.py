@@ -1,0 +1,354 @@
+"""Training data: ``(t-1, t, t+1)`` frame triplets with precomputed LiDAR supervision.
+
+Sources (see :class:`~mv4d_core.training.config.DataConfig`) become :class:`Sequence` s of
+:class:`FrameRecord` via the owners' readers — ``mv4d synth`` folders (H1's ``read_frames`` +
+H2's ``load_gt_sidecar``), rosbag2 bags (``read_frames`` with an optional TopicMap), nuScenes
+dataroots (H2's ``NuScenesReader``) and in-memory synthetic drives (``generate_sequence``).
+
+:class:`TripletDataset` decodes and resizes every frame once (tiny sizes: ~300 kB per 6-camera
+frame), so CPU training is not dominated by decoding, and precomputes per sample everything that
+does not depend on the network: projected LiDAR depth per camera (H4's
+``project_lidar_to_cameras``), fused ±k-sweep occupancy labels with ray-cast free space (H4's
+``fused_occupancy_labels``) and the LiDAR point sets of the self-supervised scene-flow term.
+``__getitem__`` only returns cached arrays, so it is deterministic per index (bit-exact resume).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence as Seq
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mv4d_core.data.frame import FrameRecord
+from mv4d_core.geometry.camera import PinholeCamera
+from mv4d_core.geometry.transforms import invert_transform, transform_points
+from mv4d_core.geometry.voxel_grid import VoxelGridSpec
+from mv4d_core.models.config import ModelConfig
+from mv4d_core.models.inputs import resize_image
+
+log = logging.getLogger(__name__)
+
+#: LiDAR height used for free-space ray casting when a source does not say where its LiDAR is.
+DEFAULT_LIDAR_ORIGIN_M = (0.0, 0.0, 1.8)
+
+
+@dataclass
+class Sequence:
+    """Consecutive frames of one drive. ``lidar_origin_base`` (3,) m: LiDAR position in base_link."""
+
+    name: str
+    frames: list[FrameRecord]
+    lidar_origin_base: np.ndarray = field(default_factory=lambda: np.asarray(DEFAULT_LIDAR_ORIGIN_M))
+
+
+# ------------------------------------------------------------------------------------------ sources
+
+
+def source_kind(path: str | Path) -> str:
+    """``synth-memory`` (``synth:SEED:FRAMES``), ``synth`` (folder with ``gt.npz`` and ``bag``),
+    ``nuscenes`` (folder holding ``v1.0-*``) or ``bag``."""
+    if str(path).startswith("synth:"):
+        return "synth-memory"
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"data source {p} does not exist")
+    if p.is_dir() and (p / "gt.npz").is_file() and (p / "bag").exists():
+        return "synth"
+    if p.is_dir() and any(c.is_dir() and c.name.startswith("v1.0-") for c in p.iterdir()):
+        return "nuscenes"
+    return "bag"
+
+
+def parse_frame_slice(spec: str | None, n: int) -> list[int]:
+    """``"a:b"`` / ``"a:"`` / ``":b"`` / ``"i,j,k"`` -> frame indices within ``0..n-1`` (None = all)."""
+    if spec is None or str(spec).strip() == "":
+        return list(range(n))
+    spec = str(spec).strip()
+    if ":" in spec:
+        a, b = spec.split(":", 1)
+        return list(range(n))[slice(int(a) if a else None, int(b) if b else None)]
+    idx = [int(x) for x in spec.split(",") if x.strip()]
+    bad = [i for i in idx if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"frame indices {bad} outside 0..{n - 1}")
+    return idx
+
+
+def _rig_lidar_origin(folder: Path) -> np.ndarray | None:
+    rig_path = folder / "rig.yaml"
+    if not rig_path.is_file():
+        return None
+    from mv4d_core.geometry.rig import Rig
+
+    rig = Rig.from_yaml(rig_path)
+    return None if rig.lidar is None else np.asarray(rig.lidar.T_base_lidar, np.float64)[:3, 3]
+
+
+def load_synth_dir(folder: str | Path, topic_map=None) -> Sequence:
+    """A ``mv4d synth`` folder: frames from ``DIR/bag`` with ``gt`` attached from ``DIR/gt.npz``."""
+    from mv4d_core.data.rosbag_io import read_frames
+    from mv4d_core.data.synth import load_gt_sidecar
+
+    folder = Path(folder)
+    gts = load_gt_sidecar(folder)
+    frames = []
+    for f in read_frames(folder / "bag", topic_map):
+        if f.stamp_ns not in gts:
+            raise ValueError(f"{folder}: frame stamp {f.stamp_ns} has no entry in gt.npz")
+        f.gt = gts[f.stamp_ns]
+        frames.append(f)
+    origin = _rig_lidar_origin(folder)
+    return Sequence(folder.name, frames, origin if origin is not None else np.asarray(DEFAULT_LIDAR_ORIGIN_M))
+
+
+def load_bag(path: str | Path, topic_map=None) -> Sequence:
+    from mv4d_core.data.rosbag_io import read_frames
+
+    path = Path(path)
+    frames = list(read_frames(path, topic_map))
+    origin = _rig_lidar_origin(path.parent if path.is_file() else path)
+    return Sequence(path.name, frames, origin if origin is not None else np.asarray(DEFAULT_LIDAR_ORIGIN_M))
+
+
+def load_nuscenes(dataroot: str | Path, version: str | None, scenes: list[str] | None,
+                  image_size: tuple[int, int] | None) -> list[Sequence]:
+    """One :class:`Sequence` per scene; images resized to ``image_size`` (W, H) while reading."""
+    from mv4d_core.data.nuscenes import NuScenesReader
+
+    dataroot = Path(dataroot)
+    if version is None:
+        found = sorted(c.name for c in dataroot.iterdir() if c.is_dir() and c.name.startswith("v1.0-"))
+        if len(found) != 1:
+            raise ValueError(f"{dataroot}: set data.nuscenes_version (found {found})")
+        version = found[0]
+    reader = NuScenesReader.open(dataroot, version)
+    out = []
+    for name in scenes or reader.scene_names:
+        frames = list(reader.frames([name], image_size))
+        out.append(Sequence(name, frames, np.asarray(reader.T_base_lidar(name))[:3, 3]))
+    return out
+
+
+def parse_synth_spec(spec: str) -> tuple[int, int]:
+    """``"synth:SEED:FRAMES"`` -> ``(seed, frames)``."""
+    parts = str(spec).split(":")
+    if len(parts) != 3 or parts[0] != "synth":
+        raise ValueError(f"in-memory synthetic source must be 'synth:SEED:FRAMES', got {spec!r}")
+    try:
+        return int(parts[1]), int(parts[2])
+    except ValueError:
+        raise ValueError(f"in-memory synthetic source must be 'synth:SEED:FRAMES' with integers, got {spec!r}") from None
+
+
+def synth_sequence(seed: int, frames: int) -> Sequence:
+    """The ``mv4d synth --seed SEED --frames FRAMES`` drive rendered in memory (with GT)."""
+    from mv4d_core.data.synth import generate_sequence, synthetic_rig
+
+    rig = synthetic_rig("tiny")
+    return Sequence(f"synth-seed{seed}", generate_sequence(int(frames), int(seed)),
+                    np.asarray(rig.lidar.T_base_lidar)[:3, 3])
+
+
+def load_sequences(data_cfg, image_size: tuple[int, int] | None = None) -> list[Sequence]:
+    """All sequences of a :class:`DataConfig` (``image_size`` (W, H) lets nuScenes resize on read),
+    each cut to ``data_cfg.frames``."""
+    topic_map = None
+    if data_cfg.topic_map:
+        from mv4d_core.data.topic_map import TopicMap
+
+        topic_map = TopicMap.from_yaml(data_cfg.topic_map)
+    seqs = [synth_sequence(seed, data_cfg.synth_frames) for seed in data_cfg.synth_seeds]
+    for src in data_cfg.sources:
+        kind = source_kind(src)
+        if kind == "synth-memory":
+            seqs.append(synth_sequence(*parse_synth_spec(src)))
+        elif kind == "synth":
+            seqs.append(load_synth_dir(src, topic_map))
+        elif kind == "nuscenes":
+            seqs.extend(load_nuscenes(src, data_cfg.nuscenes_version, data_cfg.nuscenes_scenes, image_size))
+        else:
+            seqs.append(load_bag(src, topic_map))
+    for s in seqs:
+        keep = parse_frame_slice(data_cfg.frames, len(s.frames))
+        s.frames = [s.frames[i] for i in keep]
+    return seqs
+
+
+# ------------------------------------------------------------------------------------------ samples
+
+
+@dataclass
+class CachedFrame:
+    """One frame at the model size. ``images`` (N, 3, H, W) uint8; ``K`` (N, 3, 3) for H x W;
+    ``T_base_cam`` (N, 4, 4); ``T_world_base`` (4, 4); ``stamp_s``; ``lidar_xyz`` (P, 3) base_link or None;
+    per camera LiDAR pixels ``lidar_uv`` (N, Pmax, 2), ``lidar_depth_m`` (N, Pmax) (0 = padding),
+    ``lidar_count`` (N,)."""
+
+    images: np.ndarray
+    K: np.ndarray
+    T_base_cam: np.ndarray
+    T_world_base: np.ndarray
+    stamp_s: float
+    lidar_xyz: np.ndarray | None
+    lidar_uv: np.ndarray
+    lidar_depth_m: np.ndarray
+    lidar_count: np.ndarray
+
+
+@dataclass
+class TrainSample:
+    """Triplet ``(t-1, t, t+1)`` of one sequence plus precomputed supervision.
+
+    * ``frames``: the three :class:`CachedFrame` s (prev, current, next).
+    * ``occupancy_labels`` (X, Y, Z) int8 {-1 unknown, 0 free, 1 occupied} or None (no LiDAR).
+    * ``chamfer_src`` (P, 3) current-frame non-ground LiDAR points (base_link t), ``chamfer_dst``
+      (Q, 3) next-frame points (base_link t+1), or None; ``T_next_cur`` (4, 4).
+    * ``index``, ``name``: provenance.
+    """
+
+    frames: tuple[CachedFrame, CachedFrame, CachedFrame]
+    occupancy_labels: np.ndarray | None
+    chamfer_src: np.ndarray | None
+    chamfer_dst: np.ndarray | None
+    T_next_cur: np.ndarray
+    index: int
+    name: str
+
+
+def cache_frame(frame: FrameRecord, cfg: ModelConfig, lidar_min_depth_m: float = 1.0,
+                lidar_max_depth_m: float = 80.0) -> CachedFrame:
+    """Resize ``frame`` to the model size once and project its LiDAR into every camera."""
+    from mv4d_core.losses.lidar_depth import project_lidar_to_cameras
+
+    W, H = cfg.image_width, cfg.image_height
+    if frame.num_cameras != cfg.num_cameras:
+        raise ValueError(f"frame {frame.stamp_ns} ({frame.source}) has {frame.num_cameras} cameras; "
+                         f"the model expects {cfg.num_cameras}")
+    h, w = frame.image_size
+    images = np.stack([resize_image(im, W, H) for im in frame.images]).transpose(0, 3, 1, 2).copy()
+    K = np.stack([PinholeCamera(k, w, h).resized(W, H).K for k in frame.intrinsics])
+    N = frame.num_cameras
+    uv_list, d_list = [], []
+    if frame.lidar_xyz is not None and len(frame.lidar_xyz):
+        proj = project_lidar_to_cameras(frame.lidar_xyz.astype(np.float64), K, frame.T_base_cam, W, H,
+                                        lidar_min_depth_m, lidar_max_depth_m)
+        for c in range(N):
+            m = np.asarray(proj.valid[c])
+            uv_list.append(np.asarray(proj.uv[c])[m].astype(np.float32))
+            d_list.append(np.asarray(proj.depth_m[c])[m].astype(np.float32))
+    else:
+        uv_list = [np.zeros((0, 2), np.float32)] * N
+        d_list = [np.zeros(0, np.float32)] * N
+    pmax = max(1, max(len(d) for d in d_list))
+    uv = np.zeros((N, pmax, 2), np.float32)
+    dep = np.zeros((N, pmax), np.float32)
+    for c in range(N):
+        uv[c, :len(d_list[c])] = uv_list[c]
+        dep[c, :len(d_list[c])] = d_list[c]
+    return CachedFrame(images=images, K=K.astype(np.float32), T_base_cam=frame.T_base_cam.astype(np.float32),
+                       T_world_base=frame.T_world_base.astype(np.float64), stamp_s=frame.stamp_ns * 1e-9,
+                       lidar_xyz=None if frame.lidar_xyz is None else frame.lidar_xyz.astype(np.float32),
+                       lidar_uv=uv, lidar_depth_m=dep, lidar_count=np.array([len(d) for d in d_list], np.int64))
+
+
+def select_chamfer_points(xyz: np.ndarray, grid: VoxelGridSpec, ground_z_m: float, max_points: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Non-ground points inside the grid, randomly subsampled to ``max_points`` (``(P, 3)`` float32).
+
+    Ground returns are dropped (standard in self-supervised scene flow): the scan rings slide over
+    the road as the ego moves, so their nearest neighbours carry no motion information."""
+    p = np.asarray(xyz, np.float64).reshape(-1, 3)
+    lo, hi = np.asarray(grid.range_min), np.asarray(grid.range_max)
+    keep = np.all((p >= lo) & (p < hi), axis=1) & (p[:, 2] > ground_z_m)
+    p = p[keep]
+    if len(p) > max_points:
+        p = p[np.sort(rng.choice(len(p), max_points, replace=False))]
+    return p.astype(np.float32)
+
+
+class TripletDataset(Dataset):
+    """Every ``(t-1, t, t+1)`` triplet of every sequence, fully precomputed at construction.
+
+    Args:
+        sequences: from :func:`load_sequences`.
+        cfg: the model config (image size, grid).
+        occupancy_sweeps: ±k frames fused into the occupancy labels (0 = current sweep only).
+        chamfer_points: points of frame t kept for the scene-flow Chamfer (t+1 keeps twice as many).
+        chamfer_ground_z_m: points at or below this base_link height are ground (dropped).
+        with_occupancy / with_chamfer: skip those precomputations when their losses are off.
+    """
+
+    def __init__(self, sequences: Seq[Sequence], cfg: ModelConfig, occupancy_sweeps: int = 2,
+                 chamfer_points: int = 2048, chamfer_ground_z_m: float = 0.3, lidar_min_depth_m: float = 1.0,
+                 lidar_max_depth_m: float = 80.0, with_occupancy: bool = True, with_chamfer: bool = True,
+                 progress: bool = True):
+        from mv4d_core.losses.occupancy_focal import fused_occupancy_labels
+
+        self.cfg = cfg
+        self.samples: list[TrainSample] = []
+        todo = [(s, t) for s in sequences for t in range(1, len(s.frames) - 1)]
+        if not todo:
+            lens = {s.name: len(s.frames) for s in sequences}
+            raise ValueError(f"no (t-1, t, t+1) triplet in the training sequences (frames per sequence: {lens}); "
+                             "each sequence needs >= 3 frames")
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), desc="prepare samples", unit="sample")
+        cache: dict[int, CachedFrame] = {}
+
+        def cached(f: FrameRecord) -> CachedFrame:
+            if id(f) not in cache:
+                cache[id(f)] = cache_frame(f, cfg, lidar_min_depth_m, lidar_max_depth_m)
+            return cache[id(f)]
+
+        for idx, (seq, t) in enumerate(todo):
+            fr = seq.frames
+            trip = (cached(fr[t - 1]), cached(fr[t]), cached(fr[t + 1]))
+            occ = src = dst = None
+            has_lidar = all(f.lidar_xyz is not None and len(f.lidar_xyz) for f in fr[t - 1:t + 2])
+            if with_occupancy and has_lidar:
+                lo, hi = max(0, t - occupancy_sweeps), min(len(fr), t + occupancy_sweeps + 1)
+                occ = fused_occupancy_labels([f.lidar_xyz for f in fr[lo:hi]],
+                                             np.stack([f.T_world_base for f in fr[lo:hi]]), t - lo, cfg.grid,
+                                             origins_base=seq.lidar_origin_base, ground_z_m=cfg.ground_z_m)
+            T_next_cur = invert_transform(fr[t + 1].T_world_base) @ fr[t].T_world_base
+            if with_chamfer and has_lidar:
+                rng = np.random.default_rng(idx)  # deterministic per sample
+                src = select_chamfer_points(fr[t].lidar_xyz, cfg.grid, chamfer_ground_z_m, chamfer_points, rng)
+                # denser targets than sources, so a moved source point finds its true neighbour
+                dst = select_chamfer_points(fr[t + 1].lidar_xyz, cfg.grid, chamfer_ground_z_m, 2 * chamfer_points, rng)
+            self.samples.append(TrainSample(trip, occ, src, dst, T_next_cur.astype(np.float64), idx,
+                                            f"{seq.name}[{t}]"))
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> TrainSample:
+        return self.samples[i]
+
+
+def build_dataset(train_cfg, progress: bool = True) -> TripletDataset:
+    """Load the sources of ``train_cfg.data`` and precompute their samples for ``train_cfg.model``."""
+    m, d, x = train_cfg.model, train_cfg.data, train_cfg.extra_losses
+    seqs = load_sequences(d, image_size=(m.image_width, m.image_height))
+    return TripletDataset(seqs, m, d.occupancy_sweeps, x.chamfer_points, x.chamfer_ground_z_m,
+                          d.lidar_min_depth_m, d.lidar_max_depth_m,
+                          with_occupancy=train_cfg.losses.occupancy_focal > 0,
+                          with_chamfer=x.flow_chamfer > 0, progress=progress)
+
+
+def collate_samples(batch: list[TrainSample]) -> list[TrainSample]:
+    """Identity collate: the step function stacks what it needs (samples differ in LiDAR sizes)."""
+    return list(batch)
+

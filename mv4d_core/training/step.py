@@ -1,0 +1,213 @@
+"""The self-supervised training step (seed_methods.md section 7) as a ``Trainer`` ``step_fn``.
+
+For a batch of :class:`~mv4d_core.training.data.TrainSample` triplets ``(t-1, t, t+1)``:
+
+1. (temporal models) frame ``t-1`` runs without gradient; its ``state_volume`` is fed, ego-warped
+   by the model, into the forward pass of frame ``t``;
+2. a jittered ``rows x cols`` ray lattice per current camera is rendered through the SDF field
+   (H3's ``render_rays``, NeuS alpha with the model's learnable sharpness, cos-annealed);
+3. with LiDAR, extra rays at random LiDAR pixels are rendered for the depth L1;
+4. the batch dictionary of :data:`mv4d_core.losses.BATCH_KEYS` is assembled and H4's
+   :class:`~mv4d_core.losses.LossSet` (temporal photometric to t±1, flow-aware; rendered RGB;
+   depth-head consistency; LiDAR depth; fused-LiDAR focal occupancy; Eikonal/Hessian; edge-aware
+   smoothness; flow TV + sparsity) plus the recipe extras (LiDAR Chamfer scene flow, depth head at
+   LiDAR pixels) is evaluated. Losses whose inputs a batch lacks (no LiDAR) are skipped that step.
+
+All randomness (lattice jitter, sample jitter, LiDAR pixel choice) comes from the global torch RNG,
+which the trainer checkpoints, so resume stays bit-exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mv4d_core.geometry.transforms import invert_transform
+from mv4d_core.losses import LossSet, build_loss_set, sample_images
+from mv4d_core.losses.lidar_depth import LidarDepthLoss
+from mv4d_core.models.inputs import ModelInputs
+from mv4d_core.render import lattice_rays, rays_from_cameras, render_rays, sample_volume
+from mv4d_core.training.flow_chamfer import ChamferFlowLoss
+from mv4d_core.training.trainer import StepResult
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def _stack(batch, k: int, attr: str) -> torch.Tensor:
+    return torch.from_numpy(np.stack([getattr(s.frames[k], attr) for s in batch]))
+
+
+def depth_map_uv(uv: torch.Tensor, image_hw: tuple[int, int], depth_hw: tuple[int, int]) -> torch.Tensor:
+    """Image pixels ``(..., 2)`` -> pixels of a depth map of ``depth_hw`` (centre rule ``(u+0.5) s - 0.5``)."""
+    (H, W), (h, w) = image_hw, depth_hw
+    scale = uv.new_tensor([w / W, h / H])
+    return (uv + 0.5) * scale - 0.5
+
+
+class SelfSupervisedStep:
+    """``step_fn(model, batch, step) -> StepResult`` for :class:`~mv4d_core.training.Trainer`.
+
+    Args:
+        train_cfg: a :class:`~mv4d_core.training.config.TrainConfig` (losses, extra_losses, rays).
+        panel_camera: camera index shown in the TensorBoard panels.
+    """
+
+    def __init__(self, train_cfg, panel_camera: int = 1):
+        self.cfg = train_cfg
+        grid = train_cfg.model.grid
+        losses = dict(build_loss_set(train_cfg.losses, grid).losses.items())
+        x = train_cfg.extra_losses
+        if x.flow_chamfer > 0:
+            losses["flow_chamfer"] = ChamferFlowLoss(x.flow_chamfer, grid=grid, truncate_m=x.chamfer_truncate_m)
+        if x.lidar_depth_head > 0:
+            losses["lidar_depth_head"] = LidarDepthLoss(x.lidar_depth_head, reads={"pred_depth_m": "lidar_head_depth_m"})
+        if not losses:
+            raise ValueError("every loss weight is 0: nothing to train")
+        self.losses = losses
+        self.panel_camera = panel_camera
+        m = x.occupancy_sdf_margin_m
+        self.occupancy_margin_m = 0.5 * min(grid.voxel_size) if m is None else float(m)
+
+    # ------------------------------------------------------------------ helpers
+    def _available(self, batch: dict) -> LossSet:
+        """The losses whose required inputs are in ``batch`` (LiDAR terms drop out on camera-only data)."""
+        keep = {}
+        for name, loss in self.losses.items():
+            need = [key for arg, key in loss.reads.items() if arg not in loss.optional_reads]
+            if all(batch.get(key) is not None for key in need):
+                keep[name] = loss
+        return LossSet(keep)
+
+    def __call__(self, model: torch.nn.Module, batch: Sequence, step: int) -> StepResult:
+        cfg, rc = self.cfg, self.cfg.rays
+        core = _unwrap(model)
+        mcfg = core.cfg
+        grid = mcfg.grid
+        dev = next(core.parameters()).device
+        B = len(batch)
+        N, H, W = mcfg.num_cameras, mcfg.image_height, mcfg.image_width
+        V = B * N
+
+        imgs = [_stack(batch, k, "images").to(dev).float().div_(255.0) for k in range(3)]    # (B, N, 3, H, W)
+        K = _stack(batch, 1, "K").to(dev).float()
+        T_bc = _stack(batch, 1, "T_base_cam").to(dev).float()
+        T_wb = [np.stack([s.frames[k].T_world_base for s in batch]) for k in range(3)]
+        T_prev_cur = torch.from_numpy(invert_transform(T_wb[0]) @ T_wb[1]).float().to(dev)     # (B, 4, 4)
+        T_next_cur = torch.from_numpy(invert_transform(T_wb[2]) @ T_wb[1]).float().to(dev)
+        stamps = np.array([[s.frames[k].stamp_s for k in range(3)] for s in batch])             # (B, 3)
+        dt_prev, dt_next = stamps[:, 0] - stamps[:, 1], stamps[:, 2] - stamps[:, 1]
+
+        # ---- forward (frame t-1 without gradient feeds the temporal fusion)
+        inputs = ModelInputs(imgs[1], K, T_bc)
+        if rc.temporal_prev and mcfg.temporal:
+            with torch.no_grad():
+                prev = core(ModelInputs(imgs[0], _stack(batch, 0, "K").to(dev).float(),
+                                        _stack(batch, 0, "T_base_cam").to(dev).float()))
+            inputs = inputs.with_previous(prev.state_volume.detach(), T_prev_cur)
+        out = model(inputs)
+
+        # ---- lattice rays of the current cameras
+        rows, cols, S = rc.rows, rc.cols, rc.num_samples
+        cos = 1.0 if rc.cos_anneal_steps <= 0 else min(1.0, step / rc.cos_anneal_steps)
+        rays, uv = lattice_rays(K, T_bc, H, W, rows, cols, jitter=True)
+        r = render_rays(out.field, grid, rays, out.inv_s, num_samples=S, near_m=rc.near_m, jitter=True,
+                        cos_anneal=cos, backend=rc.backend)
+
+        def lat(x, *tail):
+            return x.reshape(V, rows, cols, *tail)
+
+        uv_v = uv.reshape(V, rows, cols, 2)
+        cur_v = imgs[1].reshape(V, 3, H, W)
+        ray_rgb, _ = sample_images(cur_v, uv_v)
+        h4, w4 = out.depth_m.shape[-2:]
+        head_v = out.depth_m.reshape(V, 1, h4, w4)
+        ray_head, _ = sample_images(head_v, depth_map_uv(uv_v, (H, W), (h4, w4)))
+        R = rays.shape[1]
+        ray_flow = sample_volume(out.flow_mps, r.points.reshape(B, R * S, 3), grid)               # (B, R*S, 3)
+        T_adj = torch.stack([T_prev_cur, T_next_cur])[:, :, None].expand(2, B, N, 4, 4).reshape(2, V, 4, 4)
+        data = {
+            "ray_points_base": lat(r.points, S, 3), "ray_weights": lat(r.weights, S), "ray_rgb": ray_rgb,
+            "ray_uv": uv_v, "ray_valid": lat(r.hit),
+            "adj_images": torch.stack([imgs[0].reshape(V, 3, H, W), imgs[2].reshape(V, 3, H, W)]),
+            "adj_intrinsics": K.reshape(V, 3, 3), "T_base_cam": T_bc.reshape(V, 4, 4), "T_adj_cur": T_adj,
+            "ray_flow_mps": ray_flow.reshape(V, rows, cols, S, 3),
+            # one dt per adjacent frame: the batch mean (frame rates are constant within a recipe)
+            "adj_dt_s": torch.tensor([dt_prev.mean(), dt_next.mean()], dtype=torch.float32, device=dev),
+            "ray_rgb_rendered": lat(r.rgb, 3), "ray_depth_m": lat(r.depth_m), "ray_depth_head_m": ray_head[..., 0],
+            "occupancy_logits": (self.occupancy_margin_m - out.sdf) * out.inv_s,
+            "sdf": out.sdf, "flow_mps": out.flow_mps,
+            "T_next_cur": T_next_cur, "next_dt_s": torch.from_numpy(dt_next).float(),
+        }
+        if all(s.occupancy_labels is not None for s in batch):
+            data["occupancy_labels"] = torch.from_numpy(np.stack([s.occupancy_labels for s in batch])).to(dev)
+        if all(s.chamfer_src is not None and s.chamfer_dst is not None for s in batch):
+            data["chamfer_src"] = [torch.from_numpy(s.chamfer_src).to(dev) for s in batch]
+            data["chamfer_dst"] = [torch.from_numpy(s.chamfer_dst).to(dev) for s in batch]
+        self._lidar_rays(batch, data, out, r, K, T_bc, (H, W), step, cos, dev)
+
+        losses = self._available(data)
+        terms_t = losses(data, step)
+        loss = terms_t["total"]
+        # Keep every head in the graph (zero weight) so DDP finds a gradient for every parameter.
+        loss = loss + 0.0 * (out.voxel_confidence_logit.mean() + out.depth_confidence_logit.mean())
+        terms = {k: float(v.detach()) for k, v in terms_t.items() if k != "total"}
+        with torch.no_grad():
+            terms["stats/inv_s"] = float(out.inv_s)
+            terms["stats/render_depth_m"] = float(r.depth_m[r.hit].mean()) if r.hit.any() else float("nan")
+            terms["stats/flow_mps"] = float(out.flow_mps.norm(dim=1).mean())
+            terms["stats/occupied_fraction"] = float((out.sdf <= 0).float().mean())
+        return StepResult(loss, terms, self._panels(ray_rgb, data, rows, cols, N))
+
+    def _lidar_rays(self, batch, data: dict, out, r, K, T_bc, image_hw, step: int, cos: float, dev) -> None:
+        """Rays at ``lidar_rays`` random LiDAR pixels per camera (with replacement) -> ``lidar_*`` keys."""
+        rc = self.cfg.rays
+        M = rc.lidar_rays
+        if M <= 0 or not all(s.frames[1].lidar_count.sum() > 0 for s in batch):
+            return
+        need_render = "lidar_depth" in self.losses
+        need_head = "lidar_depth_head" in self.losses
+        if not (need_render or need_head):
+            return
+        B, N = len(batch), self.cfg.model.num_cameras
+        uvs = torch.zeros(B, N, M, 2)
+        tgt = torch.zeros(B, N, M)
+        for b, s in enumerate(batch):
+            f = s.frames[1]
+            for c in range(N):
+                n = int(f.lidar_count[c])
+                if n == 0:
+                    continue
+                idx = torch.randint(n, (M,))
+                uvs[b, c] = torch.from_numpy(f.lidar_uv[c, :n])[idx]
+                tgt[b, c] = torch.from_numpy(f.lidar_depth_m[c, :n])[idx]
+        uvs, tgt = uvs.to(dev), tgt.to(dev)
+        data["lidar_depth_m"] = tgt.reshape(B * N, M)
+        data["lidar_depth_valid"] = tgt.reshape(B * N, M) > 0
+        if need_render:
+            lrays = rays_from_cameras(K, T_bc, uvs)
+            lr = render_rays(out.field, self.cfg.model.grid, lrays, out.inv_s, num_samples=rc.lidar_num_samples,
+                             near_m=rc.near_m, jitter=True, cos_anneal=cos, backend=rc.backend)
+            data["lidar_ray_depth_m"] = lr.depth_m.reshape(B * N, M)
+        if need_head:
+            h4, w4 = out.depth_m.shape[-2:]
+            head = out.depth_m.reshape(B * N, 1, h4, w4)
+            vals, _ = sample_images(head, depth_map_uv(uvs.reshape(B * N, 1, M, 2), image_hw, (h4, w4)))
+            data["lidar_head_depth_m"] = vals.reshape(B * N, M)
+
+    def _panels(self, ray_rgb, data: dict, rows: int, cols: int, N: int) -> dict[str, torch.Tensor]:
+        """(3, H, W) TensorBoard panels of one camera: input | rendered RGB | rendered depth | depth head."""
+        c = min(self.panel_camera, N - 1)
+        with torch.no_grad():
+            def depth_img(d):
+                d = d.float().clamp_min(0)
+                return (d / d.max().clamp_min(1e-6)).expand(3, -1, -1)
+            tiles = [ray_rgb[c].permute(2, 0, 1), data["ray_rgb_rendered"][c].permute(2, 0, 1).clamp(0, 1),
+                     depth_img(data["ray_depth_m"][c][None]), depth_img(data["ray_depth_head_m"][c][None])]
+            panel = torch.cat(tiles, 2)[None].float()
+            panel = F.interpolate(panel, scale_factor=4, mode="nearest")[0]
+        return {"render/input|rgb|depth|head": panel.cpu()}
