@@ -31,3 +31,14 @@ def test_an_error_before_the_first_write_leaves_no_file(tmp_path):
         with atomic_open(path):
             raise ValueError("no data")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = write_bytes_atomic(tmp_path / "w.bin", b"x")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
