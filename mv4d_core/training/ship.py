@@ -45,7 +45,7 @@ def slim_checkpoint(src: str | Path, dst: str | Path, eval_json: str | Path | No
         "source_checkpoint": str(src),
         "weights": "ema" if ckpt.get("ema") is not None else "model",
         "step": int(ckpt.get("step", 0)),
-        "trained_with_git_commit": _git_commit(),
+        "shipped_at_git_commit": _git_commit(),  # the run itself may predate this commit
         "shipped_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "num_parameters": int(sum(v.numel() for v in weights.values() if v.is_floating_point())),
         "note": note,
