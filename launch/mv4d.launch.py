@@ -4,9 +4,10 @@
 
 Camera topics are remapped from ``~/input/<cam>/image`` to ``/<cam>/image_raw`` (or
 ``/<cam>/image_raw/compressed``), ``~/input/<cam>/camera_info`` to ``/<cam>/camera_info`` and
-``~/input/lidar`` to ``/lidar/points`` (the layout ``mv4d synth`` / ``TopicMap.default`` write),
-for the cameras listed in the parameter file. ``rig_file`` / ``checkpoint`` override the
-parameter file only when given.
+``~/input/lidar`` to ``/lidar/points`` (the layout ``mv4d synth`` / ``TopicMap.default`` write)
+and ``~/input/odometry`` to ``/odom`` (``odometry_topic:=``), for the cameras listed in the
+parameter file. ``rig_file`` / ``checkpoint`` / ``use_odometry`` override the parameter file only
+when given (``use_odometry:=true`` turns temporal fusion on).
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ def camera_names_from(param_file: str) -> list[str]:
     raise RuntimeError(f"{param_file}: no camera_names under ros__parameters")
 
 
-def topic_remaps(camera_names: list[str], compressed: bool, lidar_topic: str) -> list[tuple[str, str]]:
+def topic_remaps(camera_names: list[str], compressed: bool, lidar_topic: str,
+                 odometry_topic: str = "/odom") -> list[tuple[str, str]]:
     suffix = "/image_raw/compressed" if compressed else "/image_raw"
     remaps = []
     for cam in camera_names:
         remaps.append((f"~/input/{cam}/image", f"/{cam}{suffix}"))
         remaps.append((f"~/input/{cam}/camera_info", f"/{cam}/camera_info"))
     remaps.append(("~/input/lidar", lidar_topic))
+    remaps.append(("~/input/odometry", odometry_topic))
     return remaps
 
 
@@ -52,11 +55,17 @@ def perception_node(context) -> list:
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
+    use_odometry = LaunchConfiguration("use_odometry").perform(context).lower()
+    if use_odometry in ("true", "false"):
+        overrides["use_odometry"] = use_odometry == "true"
+    elif use_odometry:
+        raise RuntimeError(f"launch argument use_odometry: expected true, false or empty, got {use_odometry!r}")
     compressed = LaunchConfiguration("compressed").perform(context).lower() == "true"
     if compressed:
         overrides["image_transport"] = "compressed"
     lidar_topic = LaunchConfiguration("lidar_topic").perform(context)
-    remaps = topic_remaps(camera_names_from(param_file), compressed, lidar_topic)
+    odometry_topic = LaunchConfiguration("odometry_topic").perform(context)
+    remaps = topic_remaps(camera_names_from(param_file), compressed, lidar_topic, odometry_topic)
     return [Node(package=PACKAGE, executable="perception_node", name=NODE_NAME, output="screen",
                  parameters=[param_file, overrides], remappings=remaps)]
 
@@ -73,6 +82,10 @@ def common_arguments(use_sim_time_default: str) -> list:
         DeclareLaunchArgument("compressed", default_value="false",
                               description="subscribe sensor_msgs/CompressedImage on /<cam>/image_raw/compressed"),
         DeclareLaunchArgument("lidar_topic", default_value="/lidar/points", description="PointCloud2 input"),
+        DeclareLaunchArgument("odometry_topic", default_value="/odom",
+                              description="nav_msgs/Odometry input (base_link pose), used with use_odometry"),
+        DeclareLaunchArgument("use_odometry", default_value="",
+                              description="true/false: temporal fusion from odometry (empty: the parameter file's)"),
         DeclareLaunchArgument("use_sim_time", default_value=use_sim_time_default,
                               description="use /clock (true when replaying bags)"),
     ]

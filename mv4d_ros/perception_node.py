@@ -17,8 +17,13 @@ Design choices (why):
   best-effort keep-last-5 inputs, sets that arrive while busy are dropped by DDS, not queued.
 * Nothing is computed for outputs nobody subscribes to; with no subscriber at all the engine is
   not run.
-* Temporal fusion is off: the node has no ego-motion input yet (``mv4d infer`` on bags, which
-  carry ``/tf``, uses it).
+* Temporal fusion (the previous frame's volume warped by the ego motion, as ``mv4d infer`` does
+  with a bag's ``/tf``) needs an ego pose per set: with ``use_odometry`` the node keeps recent
+  ``~/input/odometry`` poses (:class:`mv4d_ros.pose_buffer.PoseBuffer`) and sets
+  ``FrameRecord.T_world_base`` to the pose interpolated at the set's stamp. A set with no odometry
+  within ``odometry_tolerance_s`` is still processed, without fusion (counted as
+  ``odometry_missing``); the set after it starts a new sequence. Without ``use_odometry`` every
+  set is processed on its own.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Vector3
-from nav_msgs.msg import OccupancyGrid
+from nav_msgs.msg import OccupancyGrid, Odometry
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
@@ -51,6 +56,7 @@ from mv4d_core.pipeline.engines import Engine, create_engine
 from mv4d_core.pipeline.messages import output_messages
 from mv4d_core.pipeline.pipeline import FrameError, PerceptionPipeline, output_arrays
 from mv4d_ros.input_health import InputHealth
+from mv4d_ros.pose_buffer import PoseBuffer
 from mv4d_ros.qos import output_qos, qos_from_string
 from mv4d_ros.tf_listener import StaticTfListener, tf2_msgs_available
 
@@ -94,7 +100,9 @@ class PerceptionNode(Node):
                                               "give a rig YAML")
             self.tf = StaticTfListener(self)
         self.pipeline = PerceptionPipeline(engine or create_engine(cfg.engine, cfg.checkpoint, cfg.device), cfg,
-                                           temporal=False)
+                                           temporal=cfg.use_odometry)
+        self.poses = PoseBuffer(int(round(cfg.odometry_tolerance_s * 1e9)))
+        self._odometry_received = 0
         self.model_hw = self.pipeline.engine.spec.image_hw
         self.camera_infos: dict[str, Any] = {}
         self._extrinsics: dict[str, np.ndarray] = {}
@@ -183,6 +191,8 @@ class PerceptionNode(Node):
             n = len(cfg.camera_names)
             self.subs.append(self.create_subscription(PointCloud2, "~/input/lidar",
                                                       lambda m: self._on_input(n, m), q))
+        if cfg.use_odometry:
+            self.subs.append(self.create_subscription(Odometry, "~/input/odometry", self._on_odometry, q))
 
     # ------------------------------------------------------------------ inputs
     def _input_name(self, index: int) -> str:
@@ -191,6 +201,14 @@ class PerceptionNode(Node):
 
     def _on_camera_info(self, cam: str, msg) -> None:
         self.camera_infos[cam] = msg
+
+    def _on_odometry(self, msg) -> None:
+        try:
+            self.poses.add_odometry(msg)
+        except MessageError as e:  # TransformError (non-finite pose) and bad stamps
+            self.health.report("bad_odometry", f"odometry: {e}")
+            return
+        self._odometry_received += 1
 
     def _on_input(self, index: int, msg) -> None:
         try:
@@ -295,6 +313,23 @@ class PerceptionNode(Node):
                             lidar_xyz=lidar, camera_stamps_ns=stamps, source="ros")
         return frame, meta
 
+    def ego_pose(self, frame: FrameRecord) -> bool:
+        """Set ``frame.T_world_base`` from the odometry buffer; False (counted, logged) when there is
+        no pose at the set's stamp: the set is then processed without temporal fusion."""
+        if not self.config.use_odometry:
+            return False
+        found = self.poses.lookup(frame.stamp_ns)
+        if found is None:
+            newest = self.poses.newest_ns
+            where = ("none received yet" if newest is None else
+                     f"newest odometry stamp {newest} ns is {(frame.stamp_ns - newest) * 1e-9:+.3f} s away")
+            self.health.report("odometry_missing",
+                               f"no ~/input/odometry pose within {self.config.odometry_tolerance_s} s of set "
+                               f"{frame.stamp_ns} ({where}); processed without temporal fusion")
+            return False
+        frame.T_world_base = found.T_world_base
+        return True
+
     # ------------------------------------------------------------------ processing
     def _on_set(self, msgs) -> None:
         t0 = time.perf_counter()
@@ -304,7 +339,7 @@ class PerceptionNode(Node):
             return
         try:
             frame, meta = self.frame_from_messages(msgs)
-            out = self.pipeline.process(frame)
+            out = self.pipeline.process(frame, pose_known=self.ego_pose(frame))
         except InputProblem as e:
             self.health.report(e.cause, e.detail)
             return
@@ -355,7 +390,10 @@ class PerceptionNode(Node):
             "sync_resets": self._sync_resets,
             "frames_processed": self._processed,
             "sets_skipped_no_subscriber": self._skipped_idle,
+            "frames_temporal_fused": self.pipeline.stats.temporal_frames,
         }
+        if self.config.use_odometry:
+            out["odometry_received"] = self._odometry_received
         out.update({f"drop_{k}": v for k, v in self.health.counts.items()})
         return out
 

@@ -169,6 +169,7 @@ def test_vehicle_launch_declares_arguments_and_configures_the_node(launch_env):
         assert remaps[f"~/input/{cam}/image"] == f"/{cam}/image_raw"
         assert remaps[f"~/input/{cam}/camera_info"] == f"/{cam}/camera_info"
     assert remaps["~/input/lidar"] == "/lidar/points"
+    assert remaps["~/input/odometry"] == "/odom"
 
 
 def test_vehicle_launch_overrides_only_given_values(launch_env):
@@ -178,6 +179,12 @@ def test_vehicle_launch_overrides_only_given_values(launch_env):
     assert node.kwargs["parameters"][1] == {"use_sim_time": False, "rig_file": "/r/rig.yaml",
                                             "checkpoint": "/m/model.pt", "image_transport": "compressed"}
     assert dict(node.kwargs["remappings"])["~/input/CAM_FRONT/image"] == "/CAM_FRONT/image_raw/compressed"
+    # use_odometry:=true turns temporal fusion on; odometry_topic:= moves the odometry input.
+    [node] = _nodes(ld, _defaults(args) | {"use_odometry": "true", "odometry_topic": "/ekf/odom"})
+    assert node.kwargs["parameters"][1] == {"use_sim_time": False, "use_odometry": True}
+    assert dict(node.kwargs["remappings"])["~/input/odometry"] == "/ekf/odom"
+    with pytest.raises(RuntimeError, match="use_odometry"):
+        _nodes(ld, _defaults(args) | {"use_odometry": "yes"})
 
 
 def test_bag_launch_uses_sim_time_plays_the_bag_with_clock_and_offers_rviz(launch_env):
@@ -188,6 +195,7 @@ def test_bag_launch_uses_sim_time_plays_the_bag_with_clock_and_offers_rviz(launc
     assert Path(args["rviz_config"]["default_value"]).is_file()
     [node] = _nodes(ld, _defaults(args) | {"bag": "/data/bag"})
     assert node.kwargs["parameters"][1]["use_sim_time"] is True
+    assert dict(node.kwargs["remappings"])["~/input/odometry"] == "/odom"
     plays = [e for e in ld.entities if type(e).__name__ == "ExecuteProcess"]
     assert len(plays) == 1
     cmd = plays[0].kwargs["cmd"]

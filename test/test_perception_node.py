@@ -391,3 +391,140 @@ def test_compressed_input_with_reliable_qos_and_depth_output_off(ros_netns):
     assert res["depth_topics"] == []                         # publish.depth: false creates no depth topic
     assert res["counters"]["frames_processed"] == 1
     assert not any(k.startswith("drop_") for k in res["counters"])
+
+
+ODOMETRY_SCRIPT = r"""
+import json, os, tempfile, time
+import numpy as np, torch, rclpy
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from sensor_msgs.msg import Image, PointCloud2
+from mv4d_core.data.synth import generate_sequence, synthetic_rig
+from mv4d_core.models import ModelConfig, build_model
+from mv4d_core.models.inputs import relative_pose
+from mv4d_core.msgs import MsgFactory, header_stamp_ns, rgb_to_image
+from mv4d_core.msgs.tf import matrix_to_odometry
+from mv4d_core.pipeline.engines import create_engine
+from mv4d_core.training.checkpoint import save_atomic
+from mv4d_ros.perception_node import PerceptionNode
+
+tmp = tempfile.mkdtemp(); cfg = ModelConfig.tiny(); torch.manual_seed(0)
+save_atomic({"model_config": cfg.to_dict(), "model": build_model(cfg).state_dict()}, tmp + "/m.pt")
+synthetic_rig("tiny").save_yaml(tmp + "/rig.yaml")
+frames = generate_sequence(3, seed=3)
+CAMS = list(frames[0].camera_names)
+# The real engine, wrapped to record the ego motion the pipeline hands it.
+engine = create_engine("torch", tmp + "/m.pt")
+seen, infer = [], engine.infer
+def recording_infer(inputs):
+    seen.append(None if inputs.T_prev_cur is None else inputs.T_prev_cur.tolist())
+    return infer(inputs)
+engine.infer = recording_infer
+rclpy.init()
+node = PerceptionNode(engine=engine, parameter_overrides=[
+    Parameter("rig_file", value=tmp + "/rig.yaml"), Parameter("use_odometry", value=True),
+    Parameter("publish.depth", value=False), Parameter("diagnostics_period_s", value=0.2)])
+io = rclpy.create_node("io"); f = MsgFactory.rclpy()
+img_pubs = {c: io.create_publisher(Image, f"/mv4d_perception/input/{c}/image", 10) for c in CAMS}
+odom_pub = io.create_publisher(Odometry, "/mv4d_perception/input/odometry", 10)
+occ, diag = [], []
+io.create_subscription(PointCloud2, "/mv4d_perception/output/occupancy", occ.append,
+                       QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+io.create_subscription(DiagnosticArray, "/diagnostics", diag.append, 10)
+ex = rclpy.executors.SingleThreadedExecutor(); ex.add_node(node); ex.add_node(io)
+
+def spin_until(cond, timeout):
+    end = time.monotonic() + timeout
+    while not cond() and time.monotonic() < end:
+        ex.spin_once(timeout_sec=0.02)
+    return cond()
+
+assert spin_until(lambda: all(p.get_subscription_count() for p in [*img_pubs.values(), odom_pub])
+                  and node.pubs["occupancy"].get_subscription_count(), 20), "discovery failed"
+
+def publish_odometry(stamp, T, spread_m):
+    # Two samples 20 ms either side of the set stamp, offset -/+spread_m along world x: only the
+    # interpolation gives T back (spread_m differs per set, so a nearest-sample pose would not
+    # cancel out in the relative motion).
+    n = node.counters()["odometry_received"]
+    for dt, dx in ((-20_000_000, -spread_m), (20_000_000, spread_m)):
+        Ts = T.copy(); Ts[0, 3] += dx
+        odom_pub.publish(matrix_to_odometry(Ts, "odom", "base_link", stamp + dt, factory=f))
+    assert spin_until(lambda: node.counters()["odometry_received"] == n + 2, 10), "odometry not received"
+
+def publish_set(frame, stamp):
+    for i, c in enumerate(CAMS):
+        img_pubs[c].publish(rgb_to_image(frame.images[i], stamp, c, factory=f))
+    assert spin_until(lambda: stamp in [header_stamp_ns(m) for m in occ], 60), \
+        f"no output for {stamp}: {node.counters()}"
+    return node.counters()
+
+res = {"stamps": [], "counters": []}
+# 1) three frames, each with odometry around its stamp.
+for i, fr in enumerate(frames):
+    publish_odometry(fr.stamp_ns, fr.T_world_base, 0.2 * (i + 1))
+    res["counters"].append(publish_set(fr, fr.stamp_ns)); res["stamps"].append(fr.stamp_ns)
+res["expected_T_prev_cur"] = [relative_pose(frames[i - 1].T_world_base, frames[i].T_world_base).tolist()
+                              for i in (1, 2)]
+# 2) a set 100 ms later with no odometry near it (the newest sample is 80 ms older than the set).
+s3 = frames[-1].stamp_ns + 100_000_000
+res["counters"].append(publish_set(frames[-1], s3)); res["stamps"].append(s3)
+# 3) odometry resumes: the first set after the gap has no predecessor pose, the next one fuses.
+for k in (1, 2):
+    s = s3 + k * 100_000_000
+    publish_odometry(s, frames[-1].T_world_base, 0.2)
+    res["counters"].append(publish_set(frames[-1], s)); res["stamps"].append(s)
+spin_until(lambda: False, 0.5)  # let diagnostics go out
+last = [s for a in diag for s in a.status if s.name.startswith("mv4d_perception")][-1]
+res["diag"] = {kv.key: kv.value for kv in last.values}
+res["seen"] = seen
+res["occ_stamps"] = [header_stamp_ns(m) for m in occ]
+print(json.dumps(res))
+ex.shutdown(); node.destroy_node(); io.destroy_node(); rclpy.shutdown()
+"""
+
+
+@pytest.fixture(scope="module")
+def odometry_run(request):
+    import sys
+    sys.path.insert(0, str(request.config.rootpath / "test"))
+    from netns import RosNetns, ros_available_reason
+    reason = ros_available_reason()
+    if reason:
+        pytest.skip(f"ROS DDS tests skipped: {reason}")
+    ns = RosNetns(domain_id=RosNetns.domain_for("test_perception_node_odometry"))
+    return json.loads(ns.check_python(ODOMETRY_SCRIPT, timeout=180).strip().splitlines()[-1])
+
+
+@pytest.mark.ros
+class TestOdometryTemporalFusion:
+    def test_odometry_poses_drive_temporal_fusion_with_the_ego_motion(self, odometry_run):
+        import numpy as np
+
+        first3 = odometry_run["counters"][:3]
+        # Every frame after the first fuses its predecessor's volume; no set lacked a pose.
+        assert [c["frames_temporal_fused"] for c in first3] == [0, 1, 2]
+        assert all("drop_odometry_missing" not in c for c in first3)
+        assert first3[-1]["odometry_received"] == 6
+        seen = odometry_run["seen"]
+        assert seen[0] is None
+        # The engine got T_prev_cur = inv(T_world_prev) @ T_world_cur from the poses interpolated
+        # at the set stamps (midway between the two odometry samples around each stamp).
+        for got, want in zip(seen[1:3], odometry_run["expected_T_prev_cur"]):
+            np.testing.assert_allclose(np.array(got), np.array(want), atol=1e-4)
+        assert np.linalg.norm(np.array(seen[1])[:3, 3]) > 0.5     # the synthetic ego really moved
+
+    def test_set_without_odometry_is_counted_and_still_published_without_fusion(self, odometry_run):
+        c = odometry_run["counters"]
+        assert c[3]["drop_odometry_missing"] == 1 and c[3]["frames_processed"] == 4
+        assert c[3]["frames_temporal_fused"] == 2                  # nothing fused into the pose-less set
+        assert odometry_run["seen"][3] is None and odometry_run["seen"][4] is None  # ... nor out of it
+        assert c[4]["frames_temporal_fused"] == 2 and c[5]["frames_temporal_fused"] == 3
+        assert odometry_run["seen"][5] is not None
+        assert c[5]["drop_odometry_missing"] == 1 and c[5]["frames_processed"] == 6
+        # One output per set, the pose-less one included, each with its set's stamp.
+        assert odometry_run["occ_stamps"] == odometry_run["stamps"]
+        d = odometry_run["diag"]
+        assert int(d["frames_temporal_fused"]) == 3 and int(d["drop_odometry_missing"]) == 1

@@ -143,6 +143,26 @@ def test_temporal_inputs_and_resets_on_clock_jump_back_and_gaps():
     assert pipe.stats.resets == {"clock_jump_back": 1, "gap": 1}
 
 
+def test_frame_without_ego_pose_is_processed_alone_and_restarts_the_sequence():
+    engine = BoxEngine()
+    pipe = PerceptionPipeline(engine, PerceptionConfig(camera_names=tuple(CAMS)), temporal=True, max_gap_s=1.0)
+    T = [make_transform(np.eye(3), np.array([0.5 * i, 0.0, 0.0])) for i in range(5)]
+    pipe.process(make_frame(1_000_000_000, T_world_base=T[0]))
+    pipe.process(make_frame(1_100_000_000, T_world_base=T[1]))
+    assert engine.calls[1].T_prev_cur is not None and pipe.stats.temporal_frames == 1
+    out = pipe.process(make_frame(1_200_000_000), pose_known=False)              # no odometry for this one
+    assert engine.calls[2].T_prev_cur is None and engine.resets == 1 and out.occupied.any()
+    # The next frame has a pose but its predecessor had none: nothing to warp from.
+    pipe.process(make_frame(1_300_000_000, T_world_base=T[3]))
+    assert engine.calls[3].T_prev_cur is None
+    pipe.process(make_frame(1_400_000_000, T_world_base=T[4]))
+    np.testing.assert_allclose(engine.calls[4].T_prev_cur[:3, 3], [0.5, 0, 0])
+    nan_pose = np.full((4, 4), np.nan)                                            # a non-finite pose counts as none
+    pipe.process(make_frame(1_500_000_000, T_world_base=nan_pose))
+    assert engine.calls[5].T_prev_cur is None
+    assert pipe.stats.temporal_frames == 2 and pipe.stats.resets == {"no_pose": 2} and pipe.stats.frames == 6
+
+
 def test_non_temporal_pipeline_never_passes_previous_frames():
     engine = BoxEngine()
     pipe = PerceptionPipeline(engine, PerceptionConfig(camera_names=tuple(CAMS)), temporal=False)
@@ -168,6 +188,8 @@ def test_real_untrained_torch_model_runs_through_the_pipeline():
     # occupied and the layers above are free, whatever the images.
     assert out1.occupied[:, :, 0].all() and not out1.occupied[:, :, 2:].any()
     assert len(out2.points_xyz) > 0 and np.all(np.isfinite(out2.points_xyz))
+    # The engine reports that it fused the first frame's volume into the second.
+    assert pipe.stats.temporal_frames == 1
 
 
 # ----------------------------------------------------------------------------- engine creation

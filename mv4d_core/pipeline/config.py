@@ -71,6 +71,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               enum=IMAGE_TRANSPORTS),
     ParamSpec("use_lidar", "bool", False,
               "Subscribe ~/input/lidar (PointCloud2) and synchronize it with the cameras."),
+    ParamSpec("use_odometry", "bool", False,
+              "Subscribe ~/input/odometry (nav_msgs/Odometry, pose of base_frame in the odom/map frame) and fuse "
+              "the previous frame's volume (temporal fusion); false = every set is processed on its own."),
+    ParamSpec("odometry_tolerance_s", "float", 0.05,
+              "A set uses the odometry pose interpolated at its stamp only when an odometry message lies within "
+              "this many seconds of it; otherwise the set is processed without temporal fusion.",
+              exclusive_minimum=0.0, maximum=1.0),
     ParamSpec("base_frame", "str", "base_link", "Frame of every 3D output (REP 105 base_link).",
               pattern=r"^[A-Za-z_][A-Za-z0-9_/]*$"),
     ParamSpec("input_qos", "str", "SENSOR_DATA",
@@ -197,6 +204,8 @@ class PerceptionConfig:
     rig_file: str = ""
     image_transport: str = "raw"
     use_lidar: bool = False
+    use_odometry: bool = False
+    odometry_tolerance_s: float = 0.05
     base_frame: str = "base_link"
     input_qos: str = "SENSOR_DATA"
     sync: SyncConfig = field(default_factory=SyncConfig)

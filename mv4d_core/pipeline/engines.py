@@ -61,12 +61,15 @@ class EngineOutputs:
     * ``labels`` ``(X, Y, Z)`` uint8 class ids (see ``mv4d_core.data.classes``), or None
     * ``flow_mps`` ``(X, Y, Z, 3)`` float32 m/s along base_link axes, or None
     * ``depth_m`` ``(N, h / depth_stride, w / depth_stride)`` float32 optical-z metres, or None
+    * ``fused_previous``: whether the previous frame's state was fused into this result; None when
+      the engine does not say (the pipeline then assumes it was whenever ``T_prev_cur`` was given)
     """
 
     occupancy_prob: np.ndarray
     labels: np.ndarray | None = None
     flow_mps: np.ndarray | None = None
     depth_m: np.ndarray | None = None
+    fused_previous: bool | None = None
 
 
 class Engine(abc.ABC):
@@ -145,7 +148,10 @@ class TorchEngine(Engine):
         with torch.inference_mode():
             out = self.model(mi)
         self._state = getattr(out, "state_volume", None)
-        return engine_outputs_from_model(out)
+        result = engine_outputs_from_model(out)
+        # A model built with temporal=False ignores the previous volume even when it is passed.
+        result.fused_previous = temporal and getattr(self.model, "temporal", None) is not None
+        return result
 
 
 def engine_outputs_from_model(out) -> EngineOutputs:

@@ -9,7 +9,10 @@ infer``), so a bag replay and the live node compute the same thing::
 
 Temporal state: with ``temporal=True`` the engine fuses the previous frame, warped by the ego
 motion ``T_prev_cur`` from the frames' ``T_world_base``. A stamp that does not increase (a bag
-looping, a clock jump back) or a gap longer than ``max_gap_s`` resets that state first.
+looping, a clock jump back) or a gap longer than ``max_gap_s`` resets that state first. A frame
+whose ego pose is unknown (``process(frame, pose_known=False)``, e.g. the live node without an
+odometry sample at its stamp, or a non-finite ``T_world_base``) resets it too and leaves none
+behind: it is processed on its own and the next frame starts a new sequence.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ class FrameError(ValueError):
 
 @dataclass
 class PipelineStats:
-    """Counters since construction; ``resets`` by reason (``clock_jump_back``, ``gap``, ``manual``)."""
+    """Counters since construction; ``resets`` by reason (``clock_jump_back``, ``gap``, ``no_pose``,
+    ``manual``); ``temporal_frames``: frames the engine fused with the previous frame's state."""
 
     frames: int = 0
+    temporal_frames: int = 0
     resets: dict[str, int] = field(default_factory=dict)
 
 
@@ -146,24 +151,33 @@ class PerceptionPipeline:
             depth_intrinsics=Kd, T_base_cam=np.asarray(frame.T_base_cam, np.float64), points_xyz=xyz,
             points_rgb=rgb, points_camera=cam, flow_mps=np.asarray(flow, np.float32))
 
-    def process(self, frame: FrameRecord) -> PerceptionOutputs:
-        """Run one frame. Raises :class:`FrameError` for frames that do not fit (nothing is changed then)."""
+    def process(self, frame: FrameRecord, pose_known: bool = True) -> PerceptionOutputs:
+        """Run one frame. Raises :class:`FrameError` for frames that do not fit (nothing is changed then).
+
+        ``pose_known=False``: ``frame.T_world_base`` is a placeholder; no temporal fusion into or
+        out of this frame."""
         t0 = time.perf_counter()
         frame = self.ordered(frame)
+        pose_known = pose_known and bool(np.all(np.isfinite(frame.T_world_base)))
         if self._prev is not None:
             dt_s = (frame.stamp_ns - self._prev.stamp_ns) * 1e-9
             if dt_s <= 0:
                 self.reset("clock_jump_back")
             elif dt_s > self.max_gap_s:
                 self.reset("gap")
+            elif not pose_known:
+                self.reset("no_pose")
         pre = self.preprocess(frame)
         t1 = time.perf_counter()
         raw = self.engine.infer(pre.inputs)
         t2 = time.perf_counter()
         out = self.postprocess(frame, pre, raw)
         t3 = time.perf_counter()
-        self._prev = frame
+        # Without a pose this frame cannot be the reference of the next one's ego motion.
+        self._prev = frame if pose_known else None
         self.stats.frames += 1
+        fused = raw.fused_previous if raw.fused_previous is not None else pre.inputs.T_prev_cur is not None
+        self.stats.temporal_frames += int(fused)
         self.timings = Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return out
 
