@@ -16,7 +16,7 @@ help:
 	@echo "make test    - create .venv, install everything, run the whole suite"
 	@echo "make demo    - same set-up, then run the main job (synthetic world + shipped weights)"
 	@echo "make bench   - run the benchmarks in bench/ (JSON + Markdown in out/bench)"
-	@echo "make weights - re-train the shipped tiny weights (training/tiny_synth.yaml, ~20-60 min on CPU)"
+	@echo "make weights - re-train the shipped tiny weights (training/tiny_ship.yaml; needs ../shared nuScenes sample; ~20-60 min on CPU)"
 
 $(VENV)/bin/python:
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python 3.11) on PATH"; exit 1; }
@@ -69,15 +69,16 @@ demo: install
 bench: install
 	$(PYTHON) -m bench.run_all --out out/bench
 
-# The recipe behind mv4d_core/weights/mv4d_tiny.pt: train, evaluate on unseen seeds, slim + record provenance.
-RUN ?= runs/tiny_synth
+# The recipe behind mv4d_core/weights/mv4d_tiny.pt: train (synthetic + the nuScenes sample in $(SHARED)),
+# evaluate on unseen synthetic seeds, slim + record provenance.
+RUN ?= runs/tiny_ship
 weights: install
-	$(VENV)/bin/mv4d train --config training/tiny_synth.yaml --out $(RUN) --time-budget-min 55
+	$(VENV)/bin/mv4d train --config training/tiny_ship.yaml --out $(RUN) --time-budget-min 55
 	$(VENV)/bin/mv4d synth --out runs/data/seed100 --frames 12 --seed 100
 	$(VENV)/bin/mv4d synth --out runs/data/seed101 --frames 12 --seed 101
 	$(VENV)/bin/mv4d eval --checkpoint $(RUN)/last.pt --data runs/data/seed100 runs/data/seed101 --json $(RUN)/eval_unseen.json
 	$(PYTHON) -m mv4d_core.training.ship --checkpoint $(RUN)/last.pt --eval $(RUN)/eval_unseen.json \
-	  --out mv4d_core/weights/mv4d_tiny.pt --note "tiny config, training/tiny_synth.yaml"
+	  --out mv4d_core/weights/mv4d_tiny.pt --note "tiny config, training/tiny_ship.yaml"
 
 clean:
 	rm -rf $(VENV) .stamp-* out .pytest_cache

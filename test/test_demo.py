@@ -224,3 +224,11 @@ def test_render_falls_back_to_matplotlib_with_a_reason(tmp_path, monkeypatch):
     assert _png_size(res.path)[0] >= 400
     with pytest.raises(RuntimeError, match="no Vulkan device"):
         render_points(tmp_path / "r2.png", [(xyz, np.full((200, 3), 90, np.uint8), 3.0)], backend="open3d")
+
+
+def test_real_data_branch_prefers_a_scene_the_weights_never_saw():
+    from mv4d_core.demo.command import pick_real_scene
+
+    assert pick_real_scene(["scene-0523", "scene-0916"], ["scene-0523"]) == "scene-0916"
+    assert pick_real_scene(["scene-0523", "scene-0916"], []) == "scene-0523"
+    assert pick_real_scene(["scene-0523"], ["scene-0523"]) == "scene-0523"

@@ -113,6 +113,25 @@ def resolve_checkpoint(args, out):
     return path, f"shipped weights {path.name}"
 
 
+def trained_nuscenes_scenes(path) -> list[str]:
+    """nuScenes scenes the checkpoint's training config names (empty when none or unknown)."""
+    from mv4d_core.training.checkpoint import load
+
+    try:
+        ckpt = load(path)
+    except (FileNotFoundError, ValueError):
+        return []
+    data = ((ckpt.get("config") or {}).get("data") or {}) if isinstance(ckpt, dict) else {}
+    return [str(x) for x in data.get("nuscenes_scenes") or []]
+
+
+def pick_real_scene(scene_names: list[str], trained: list[str]) -> str:
+    """The first scene the weights were not trained on, so real-data numbers are on unseen data;
+    the first scene when every scene was used for training."""
+    unseen = [name for name in scene_names if name not in set(trained)]
+    return (unseen or list(scene_names))[0]
+
+
 def checkpoint_provenance(path, seed: int, real_root=None) -> tuple[list[str], list[str]]:
     """``(facts, warnings)`` from a trainer checkpoint: training step and data, and whether the demo's
     synthetic seed or real data were part of training (then those numbers are on training data)."""
@@ -136,10 +155,15 @@ def checkpoint_provenance(path, seed: int, real_root=None) -> tuple[list[str], l
     if seed in seeds:
         warnings.append(f"synthetic seed {seed} was a TRAINING seed of this checkpoint: its numbers are not on unseen "
                         "data (pick another --seed)")
+    trained_scenes = data.get("nuscenes_scenes")
     if real_root is not None and any("nuscenes" in s.lower() or Path(s).name == Path(real_root).name
                                       for s in sources):
-        warnings.append("this checkpoint was trained on nuScenes data that may include the demo's real scene: the "
-                        "real-data depth numbers may be on training data")
+        if trained_scenes:
+            facts.append(f"trained on nuScenes scenes {list(trained_scenes)}: the demo runs a scene outside them "
+                         "when the dataroot has one")
+        else:
+            warnings.append("this checkpoint was trained on nuScenes data that may include the demo's real scene: "
+                            "the real-data depth numbers may be on training data")
     if not seeds and not sources and "config" not in ckpt:
         facts.append("checkpoint carries no training-data record")
     return facts, warnings
@@ -387,7 +411,8 @@ def run(args: argparse.Namespace) -> int:
 
             nus = out / "nuscenes"
             nus.mkdir(parents=True, exist_ok=True)
-            scene = NuScenesReader.open(real_root, real_version, "json").scene_names[0]
+            scene = pick_real_scene(NuScenesReader.open(real_root, real_version, "json").scene_names,
+                                    trained_nuscenes_scenes(ckpt))
             t = time.perf_counter()
             rc = convert_command.run(_sub_args(convert_command, [
                 "nuscenes", "--dataroot", str(real_root), "--version", real_version, "--out", str(nus / "input_bag"),
