@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))
 
-from netns import RosNetns, ros_available_reason  # noqa: E402
+from netns import RosNetns, skip_or_fail_without_ros  # noqa: E402
 
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 
@@ -49,9 +49,5 @@ def ros_netns(request) -> RosNetns:
 
     Skips loudly when the ros-jazzy wheels or user namespaces are unavailable (never fakes).
     """
-    reason = ros_available_reason()
-    if reason:
-        if _require_shared() and os.environ.get("MV4D_ALLOW_NO_ROS") != "1":
-            pytest.fail(f"ROS DDS tests cannot run in CI: {reason}")
-        pytest.skip(f"ROS DDS tests skipped: {reason}")
+    skip_or_fail_without_ros()
     return RosNetns(domain_id=RosNetns.domain_for(request.node.nodeid))

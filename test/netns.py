@@ -33,6 +33,27 @@ def ros_available_reason() -> str:
     return ""
 
 
+def skip_or_fail_without_ros() -> None:
+    """Skip (user clones) or fail (CI, ``MV4D_REQUIRE_SHARED=1``) when real-DDS tests cannot run."""
+    import pytest
+
+    reason = ros_available_reason()
+    if not reason:
+        return
+    if os.environ.get("MV4D_REQUIRE_SHARED") == "1" and os.environ.get("MV4D_ALLOW_NO_ROS") != "1":
+        pytest.fail(f"ROS DDS tests cannot run in CI: {reason}")
+    pytest.skip(f"ROS DDS tests skipped: {reason}")
+
+
+def run_namespaced_json(script: str, test_id: str, timeout: float) -> dict:
+    """Run ``script`` in a fresh loopback namespace (domain id from ``test_id``); the last stdout line is JSON."""
+    import json
+
+    skip_or_fail_without_ros()
+    ns = RosNetns(domain_id=RosNetns.domain_for(test_id))
+    return json.loads(ns.check_python(script, timeout=timeout).strip().splitlines()[-1])
+
+
 @dataclass
 class RosNetns:
     domain_id: int

@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from netns import run_namespaced_json
 from mv4d_ros.input_health import InputHealth
 
 
@@ -181,16 +182,8 @@ ex.shutdown(); node.destroy_node(); io.destroy_node(); rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")
-def node_run(request):
-    import sys
-    sys.path.insert(0, str(request.config.rootpath / "test"))
-    from netns import RosNetns, ros_available_reason
-    reason = ros_available_reason()
-    if reason:
-        pytest.skip(f"ROS DDS tests skipped: {reason}")
-    ns = RosNetns(domain_id=RosNetns.domain_for("test_perception_node"))
-    out = ns.check_python(NODE_SCRIPT, timeout=240)
-    return json.loads(out.strip().splitlines()[-1])
+def node_run():
+    return run_namespaced_json(NODE_SCRIPT, "test_perception_node", timeout=240)
 
 
 @pytest.mark.ros
@@ -487,15 +480,8 @@ ex.shutdown(); node.destroy_node(); io.destroy_node(); rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")
-def odometry_run(request):
-    import sys
-    sys.path.insert(0, str(request.config.rootpath / "test"))
-    from netns import RosNetns, ros_available_reason
-    reason = ros_available_reason()
-    if reason:
-        pytest.skip(f"ROS DDS tests skipped: {reason}")
-    ns = RosNetns(domain_id=RosNetns.domain_for("test_perception_node_odometry"))
-    return json.loads(ns.check_python(ODOMETRY_SCRIPT, timeout=180).strip().splitlines()[-1])
+def odometry_run():
+    return run_namespaced_json(ODOMETRY_SCRIPT, "test_perception_node_odometry", timeout=180)
 
 
 @pytest.mark.ros
