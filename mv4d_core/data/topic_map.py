@@ -24,6 +24,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from mv4d_core.utils.yaml_file import load_yaml_file
+
 
 class TopicMapError(ValueError):
     """A topic map is invalid; the message names the field."""
@@ -123,17 +125,7 @@ class TopicMap:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TopicMap":
-        path = Path(path)
-        if not path.is_file():
-            raise TopicMapError(f"topic map file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise TopicMapError(f"topic map {path} is not valid YAML: {e}") from None
-        try:
-            return cls.from_dict(data)
-        except TopicMapError as e:
-            raise TopicMapError(f"{path}: {e}") from None
+        return load_yaml_file(path, cls.from_dict, TopicMapError, "topic map file")
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

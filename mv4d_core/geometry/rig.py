@@ -31,6 +31,7 @@ import yaml
 
 from mv4d_core.geometry.camera import PinholeCamera
 from mv4d_core.geometry.transforms import rotmat_to_quat, transform_from_quat
+from mv4d_core.utils.yaml_file import load_yaml_file
 
 #: nuScenes camera order, used by Autoware BEVDet and as mv4d's default ring order.
 NUSCENES_CAMERAS = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT")
@@ -165,17 +166,7 @@ class Rig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Rig":
-        path = Path(path)
-        if not path.is_file():
-            raise RigError(f"rig file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise RigError(f"rig file {path} is not valid YAML: {e}") from None
-        try:
-            return cls.from_dict(data)
-        except RigError as e:
-            raise RigError(f"{path}: {e}") from None
+        return load_yaml_file(path, cls.from_dict, RigError, "rig file")
 
     @classmethod
     def from_camera_infos(cls, camera_infos: Mapping[str, Any], transforms: Mapping[str, np.ndarray],
