@@ -74,6 +74,7 @@ bench: install
 RUN ?= runs/tiny_ship
 weights: install
 	$(VENV)/bin/mv4d train --config training/tiny_ship.yaml --out $(RUN) --time-budget-min 55
+	rm -rf runs/data/seed100 runs/data/seed101    # re-rendered: the GT follows the current code
 	$(VENV)/bin/mv4d synth --out runs/data/seed100 --frames 12 --seed 100
 	$(VENV)/bin/mv4d synth --out runs/data/seed101 --frames 12 --seed 101
 	$(VENV)/bin/mv4d eval --checkpoint $(RUN)/last.pt --data runs/data/seed100 runs/data/seed101 --json $(RUN)/eval_unseen.json

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "convert": "mv4d_core.data.convert_command",
     "train": "mv4d_core.training.command",
     "eval": "mv4d_core.eval.command",
+    "eval-flow": "mv4d_core.eval.flow_command",
     "infer": "mv4d_core.pipeline.infer_command",
     "export": "mv4d_core.export.command",
     "demo": "mv4d_core.demo.command",

@@ -101,8 +101,10 @@ def test_tiny_forward_shapes_frames_and_units(tiny_run):
     # depth is an expectation over the bins -> inside the bin range, metres
     assert out.depth_m.min() >= 1.0 and out.depth_m.max() <= 48.0
     torch.testing.assert_close(out.depth_prob.sum(2), torch.ones(B, N, 12, 22))
-    # occupancy is derived from the SDF sign
-    assert bool(((out.occupancy_prob >= 0.5) == (out.sdf <= 0)).all())
+    # occupancy is derived from the SDF: occupied where the surface passes within half a voxel
+    margin = cfg.occupancy_margin_m
+    assert margin == 0.5 * min(cfg.grid.voxel_size)
+    assert bool(((out.occupancy_prob >= 0.5) == (out.sdf <= margin)).all())
     assert 0.0 <= out.rgb.min() and out.rgb.max() <= 1.0
     # untrained flow is small (last layer ~N(0, 1e-2)), in m/s
     assert out.flow_mps.abs().mean() < 1.0

@@ -196,8 +196,9 @@ class TestPerceptionNodeOverDDS:
                                                      ("prob", 16, 7)]
         # One output per input set, stamped with the set's stamp (the synthetic frames' stamps).
         assert occ["stamps"][:3] == node_run["frame_stamps"]
-        # Untrained model = ground-plane SDF prior: occupied voxels are the lowest TINY layer (centre -0.6 m).
-        assert occ["n"] > 0 and occ["z_min"] == pytest.approx(-0.6) and occ["z_max"] == pytest.approx(-0.6)
+        # Untrained model = ground-plane SDF prior: occupied voxels are the road layer (centre 0.2 m, the
+        # road passes through it) and the layer beneath it (centre -0.6 m) of the TINY grid.
+        assert occ["n"] > 0 and occ["z_min"] == pytest.approx(-0.6) and occ["z_max"] == pytest.approx(0.2)
         assert occ["prob_min"] >= 0.5
 
     def test_points_flow_bev_and_markers(self, node_run):

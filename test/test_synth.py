@@ -179,7 +179,8 @@ def test_the_street_has_every_class(frames):
     assert np.mean(np.isin(ground, [C.ROAD, C.SIDEWALK, C.TERRAIN])) > 0.5
     (ix, iy, _), = TINY.points_to_voxels(np.array([[0.5, 0.1, 0.0]]))[0]
     assert ground[ix, iy] == C.ROAD
-    assert np.all(frames[0].gt.occupancy[:, :, :layer] == C.FREE)
+    # Below the road nothing is observable: unknown, not free (Occ3D's visibility-mask convention).
+    assert np.all(frames[0].gt.occupancy[:, :, :layer] == C.IGNORE)
 
 
 def test_gt_sidecar_round_trips(frames, tmp_path):

@@ -15,7 +15,7 @@ from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 from mv4d_core.models import ModelConfig, build_model
 from mv4d_core.training.config import TrainConfig
 from mv4d_core.training.data import Sequence, TripletDataset, parse_frame_slice
-from mv4d_core.training.flow_chamfer import ChamferFlowLoss, truncated_chamfer
+from mv4d_core.training.flow_chamfer import ChamferFlowLoss, GroundStaticFlowLoss, truncated_chamfer
 from mv4d_core.training.step import SelfSupervisedStep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,12 +31,12 @@ RECIPE = {
     "losses": {"photometric": 1.0, "photometric_use_flow": True, "rgb": 0.1, "depth_consistency": 0.1,
                "lidar_depth": 0.2, "occupancy_focal": 1.0, "eikonal": 0.1, "hessian": 0.01, "edge_smoothness": 0.01,
                "flow_smoothness": 0.05, "flow_sparsity": 0.01},
-    "extra_losses": {"flow_chamfer": 0.5, "lidar_depth_head": 0.2, "chamfer_points": 512},
+    "extra_losses": {"flow_chamfer": 0.5, "flow_ground_static": 0.5, "lidar_depth_head": 0.2, "chamfer_points": 512},
     "trainer": {"max_steps": 3, "lr": "1e-3", "warmup_steps": 1, "log_every": 1, "ckpt_every": 1,
                 "ema_decay": 0.9, "tensorboard": False},
     "rays": {"rows": 6, "cols": 12, "num_samples": 24, "lidar_rays": 32, "lidar_num_samples": 24},
 }
-LIDAR_TERMS = {"lidar_depth", "occupancy_focal", "flow_chamfer", "lidar_depth_head"}
+LIDAR_TERMS = {"lidar_depth", "occupancy_focal", "flow_chamfer", "flow_ground_static", "lidar_depth_head"}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,8 @@ def frames():
 
 @pytest.fixture(scope="module")
 def dataset(recipe, frames) -> TripletDataset:
-    return TripletDataset([Sequence("seed0", frames)], recipe.model, chamfer_points=512, progress=False)
+    return TripletDataset([Sequence("seed0", frames)], recipe.model, chamfer_points=512, progress=False,
+                          with_ground=True)
 
 
 def test_config_yaml_round_trip_and_errors(tmp_path, recipe):
@@ -66,7 +67,12 @@ def test_config_yaml_round_trip_and_errors(tmp_path, recipe):
         TrainConfig.from_dict({**RECIPE, "rays": {"rowz": 3}})
     with pytest.raises(ValueError, match="synth_frames"):
         TrainConfig.from_dict({**RECIPE, "data": {"synth_seeds": [0], "synth_frames": 2}}).validate()
-    for name in ("tiny_synth.yaml", "tiny_nuscenes.yaml"):
+    # runs saved before the occupancy margin moved into the model config still load
+    old = {**RECIPE, "extra_losses": {**RECIPE["extra_losses"], "occupancy_sdf_margin_m": 0.2}}
+    assert TrainConfig.from_dict(old).model.occupancy_margin_m == 0.2
+    old["extra_losses"]["occupancy_sdf_margin_m"] = None
+    assert TrainConfig.from_dict(old).model.occupancy_margin_m == 0.4
+    for name in ("tiny_synth.yaml", "tiny_nuscenes.yaml", "tiny_ship.yaml"):
         cfg = TrainConfig.from_yaml(REPO / "training" / name).validate()
         assert cfg.trainer.max_steps > 0 and cfg.threads == 2
 
@@ -82,6 +88,8 @@ def test_triplets_carry_precomputed_lidar_supervision(dataset, recipe, frames):
     labels = s.occupancy_labels
     assert labels.shape == recipe.model.grid.shape and set(np.unique(labels)) == {-1, 0, 1}
     assert s.chamfer_src.shape[1] == 3 and len(s.chamfer_src) <= 512 and (s.chamfer_src[:, 2] > 0.3).all()
+    # the road returns the Chamfer term drops feed the static-ground prior instead
+    assert 0 < len(s.ground_points) <= 512 and (s.ground_points[:, 2] <= 0.3).all()
     again = dataset[0]
     assert again is s                                     # cached: deterministic per index
     assert parse_frame_slice("1:3", 5) == [1, 2] and parse_frame_slice("0,4", 5) == [0, 4]
@@ -135,6 +143,20 @@ def test_chamfer_prefers_the_true_flow():
     l_zero.backward()
     assert zero.grad[0, 0].mean() < 0                     # gradient descent raises the x velocity
     assert float(truncated_chamfer(src, src + 100.0, 2.0)) == pytest.approx(4.0)
+
+
+def test_ground_static_prior_is_the_mean_squared_road_displacement():
+    grid = VoxelGridSpec((-8.0, -8.0, -1.0), (8.0, 8.0, 3.0), (1.0, 1.0, 1.0))
+    road = torch.rand(200, 3, generator=torch.Generator().manual_seed(1)) * torch.tensor([8.0, 8.0, 0.0])
+    loss = GroundStaticFlowLoss(1.0, grid=grid)
+    dt = torch.tensor([0.1])
+    assert float(loss(torch.zeros(1, 3, *grid.shape), [road], dt)) == 0.0      # a still road costs nothing
+    drift = torch.tensor([3.0, 4.0, 0.0]).view(1, 3, 1, 1, 1).expand(1, 3, *grid.shape).clone().requires_grad_()
+    value = loss(drift, [road], dt)
+    assert float(value) == pytest.approx(0.25)                                # (|(3, 4)| m/s x 0.1 s)^2
+    value.backward()
+    assert drift.grad[0, 0].sum() > 0 and drift.grad[0, 1].sum() > 0          # descent shrinks the drift
+    assert float(loss(drift, [road[:0]], dt)) == 0.0                          # no road returns: no term
 
 
 @pytest.mark.slow
@@ -197,7 +219,7 @@ def test_nuscenes_triplet_trains_with_lidar_terms(nuscenes_minivis, recipe):
     m = recipe.model
     seqs = load_sequences(DataConfig(sources=[str(nuscenes_minivis)], nuscenes_scenes=["scene-0523"], frames="0:3"),
                           image_size=(m.image_width, m.image_height))
-    ds = TripletDataset(seqs, m, chamfer_points=512, progress=False)
+    ds = TripletDataset(seqs, m, chamfer_points=512, progress=False, with_ground=True)
     assert len(ds) == 1
     s = ds[0]
     assert 0.4 < s.frames[2].stamp_s - s.frames[1].stamp_s < 0.6          # 2 Hz keyframes

@@ -7,8 +7,9 @@ Per frame of every sequence in ``--data`` (``mv4d synth`` folders with ``gt.npz`
 nuScenes dataroots or ``synth:SEED:FRAMES``), the model runs in time order (temporal state carried)
 and is scored with H4's metrics (:mod:`mv4d_core.eval.metrics`):
 
-* ``occupancy`` / ``occupancy_selfocc``: geometric occupancy (occupied = SDF <= 0, resampled to the
-  GT grid) vs the synthetic GT, as is and under the SelfOcc protocol (top 1.6 m of z layers and a
+* ``occupancy`` / ``occupancy_selfocc``: geometric occupancy (the model's rule, SDF <= margin, and
+  SelfOcc's SDF <= 0, on the SDF resampled to the GT grid) vs the synthetic GT over GT-known voxels,
+  as is and under the SelfOcc protocol (top 1.6 m of z layers and a
   2.4 m x/y border forced empty, i.e. 4 layers / 6 voxels on Occ3D); semantic mIoU only when the
   model has a semantic head with the mv4d classes;
 * ``depth`` (vs synthetic GT depth) and ``depth_lidar`` (vs LiDAR projected into each camera at the
@@ -51,9 +52,10 @@ def occupancy_protocol_params(grid) -> tuple[int, int]:
     return max(0, int(round(1.6 / grid.voxel_size[2]))), max(0, int(round(2.4 / grid.voxel_size[0])))
 
 
-#: Method name of the second occupancy rule: a voxel overlaps the solid when its centre's SDF is
-#: within half a voxel (how the synthetic GT and LiDAR-fused labels define occupied voxels).
-OVERLAP = "model (sdf <= voxel/2)"
+#: Method name of SelfOcc's occupancy rule applied to the model's SDF (``s <= 0`` at the GT voxel
+#: centres). The "model" row is the model's own published occupancy (``s <= margin``, see
+#: :attr:`~mv4d_core.models.config.ModelConfig.occupancy_margin_m`), the rule it was trained with.
+SELFOCC_RULE = "model (SelfOcc rule: sdf <= 0)"
 
 
 class _Evaluator:
@@ -65,7 +67,7 @@ class _Evaluator:
         self.depth = {m: DepthMetrics() for m in ("model", "constant", "ground_plane", "ground_plane_or_constant")}
         self.depth_lidar = {m: DepthMetrics() for m in self.depth}
         binary = dict(num_classes=2, free_class=0, class_names=["free", "occupied"], ignore_index=None)
-        self.occ = {m: OccupancyMetrics(**binary) for m in ("model", OVERLAP, "all_free", "ground_slab")}
+        self.occ = {m: OccupancyMetrics(**binary) for m in ("model", SELFOCC_RULE, "all_free", "ground_slab")}
         self.occ_selfocc = {m: OccupancyMetrics(**binary) for m in self.occ}
         self.occ_semantic: dict = {}
         self.flow = {m: FlowMetrics(dynamic_threshold_m) for m in ("model", "zero")}
@@ -109,9 +111,12 @@ def run(args: argparse.Namespace) -> int:
     if semantic:
         ev.occ_semantic = {"model": OccupancyMetrics()}
     top, border = occupancy_protocol_params(cfg.grid)
-    notes = [f"occupancy: geometric IoU; 'model' = SDF <= 0 at the GT voxel centres (SelfOcc rule), "
-             f"'{OVERLAP}' = the voxel overlaps the solid; SelfOcc protocol forces "
-             f"the top {top} z layers and a {border}-voxel x/y border empty (Occ3D: 4 / 6)",
+    margin = cfg.occupancy_margin_m
+    notes = [f"occupancy: geometric IoU over GT-known voxels; 'model' = the model's published occupancy "
+             f"(SDF <= {margin:g} m at the GT voxel centres: the surface passes through the voxel, the rule the "
+             f"focal occupancy loss trains); '{SELFOCC_RULE}' = SelfOcc's threshold on the same SDF; the "
+             f"SelfOcc protocol also forces the top {top} z layers and a {border}-voxel x/y border empty "
+             f"(Occ3D: 4 / 6)",
              "depth: depth-head map (stride 4) bilinearly upsampled to the frame's image size; GT kept 1-80 m",
              "constant-depth baseline: median of the evaluated frames' targets (fit on eval data; favours it)"]
     if not semantic:
@@ -175,8 +180,7 @@ def run(args: argparse.Namespace) -> int:
                     gt_bin = (gt.occupancy != FREE).astype(np.int64)
                     slab = (ground_slab_occupancy(ggrid, FREE, ROAD, cfg.ground_z_m) != FREE).astype(np.int64)
                     free = (all_free_occupancy(ggrid, FREE) != FREE).astype(np.int64)
-                    half = 0.5 * min(ggrid.voxel_size)
-                    preds = {"model": (sdf <= 0).astype(np.int64), OVERLAP: (sdf <= half).astype(np.int64),
+                    preds = {"model": (sdf <= margin).astype(np.int64), SELFOCC_RULE: (sdf <= 0).astype(np.int64),
                              "all_free": free, "ground_slab": slab}
                     for name, pred in preds.items():
                         ev.occ[name].update(pred, gt_bin, known)
@@ -187,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
                         if ggrid != cfg.grid:
                             labels = None  # nearest resampling of labels is not provided; skip
                         if labels is not None:
-                            ev.occ_semantic["model"].update(np.where(sdf <= 0, labels, FREE), gt.occupancy, known)
+                            ev.occ_semantic["model"].update(np.where(sdf <= margin, labels, FREE), gt.occupancy, known)
                 if gt is not None and gt.point_flow_m is not None and not gt.point_flow_includes_ego \
                         and f.lidar_xyz is not None and len(f.lidar_xyz) == len(gt.point_flow_m):
                     j = i + 1 if i + 1 < len(s.frames) else i - 1

@@ -187,7 +187,7 @@ class InferenceGraph(nn.Module):
             fused = m.temporal.fuse(torch.cat([volume, warped * gate, valid * gate], 1))
         heads = m.heads(m.neck3d(fused))
         sdf = heads["sdf"]
-        outs = (occupancy_from_sdf(sdf, m.sharpness()), sdf, heads["flow_mps"], heads["rgb"],
+        outs = (occupancy_from_sdf(sdf, m.sharpness(), m.cfg.occupancy_margin_m), sdf, heads["flow_mps"], heads["rgb"],
                 heads["confidence_logit"])
         if "semantic_logits" in heads:
             outs = outs + (heads["semantic_logits"],)

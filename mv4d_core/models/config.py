@@ -72,6 +72,16 @@ class ModelConfig:
     ground_z_m: float = 0.0
     #: Initial NeuS sharpness parameter v (inv_s = exp(10 v)); SelfOcc 0.1, UniPAD 0.3.
     sharpness_init: float = 0.1
+    #: A voxel is occupied when its centre's SDF is <= this margin (None = half the smallest voxel
+    #: edge): the voxel then overlaps the surface or the solid behind it, which is how LiDAR-fused
+    #: labels (UniScene, Occ3D) and the synthetic GT define occupied voxels. 0 = SelfOcc's ``s <= 0``.
+    occupancy_sdf_margin_m: float | None = None
+
+    @property
+    def occupancy_margin_m(self) -> float:
+        """The SDF level (m) at which ``occupancy_prob`` crosses 0.5."""
+        m = self.occupancy_sdf_margin_m
+        return 0.5 * min(self.grid.voxel_size) if m is None else float(m)
 
     @property
     def feature_stride(self) -> int:

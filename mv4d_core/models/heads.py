@@ -6,8 +6,11 @@ Units and frames (base_link, grid ``(X, Y, Z)``):
   output (SelfOcc initialises its SDF bias to ``z + 1.6``; mv4d's base_link is on the ground), and the
   last conv starts at zero, so an untrained model predicts a flat ground plane.
 * Occupancy probability is derived from the SDF with the renderer's NeuS sharpness:
-  ``p_occ = sigmoid(-sdf * inv_s)`` (NeuS's "inside" probability ``1 - Phi(s inv_s)``), so
-  ``p_occ >= 0.5  <=>  sdf <= 0`` (SelfOcc occupancy ``1[s <= 0]``) for any sharpness.
+  ``p_occ = sigmoid((margin - sdf) * inv_s)`` (NeuS's "inside" probability ``1 - Phi(s inv_s)``
+  shifted by ``margin``), so ``p_occ >= 0.5  <=>  sdf <= margin`` for any sharpness. With the default
+  margin of half a voxel a voxel counts as occupied when the surface passes through it, the way
+  LiDAR-fused labels and Occ3D define occupancy; ``margin = 0`` is SelfOcc's ``1[s <= 0]``, which on a
+  grid whose layer straddles the road (centre above it) can never mark the road layer occupied.
 * Colour in [0, 1] (sigmoid), semantic logits (K), flow in m/s along base_link axes (velocity of the
   voxel content; last layer ~N(0, 1e-2), bias 0), confidence logit (1).
 """
@@ -75,6 +78,11 @@ class VoxelHeads(nn.Module):
         return out
 
 
-def occupancy_from_sdf(sdf: torch.Tensor, inv_s: torch.Tensor | float) -> torch.Tensor:
-    """``p_occ = sigmoid(-sdf * inv_s)``; ``>= 0.5`` exactly where ``sdf <= 0``."""
-    return torch.sigmoid(-sdf * inv_s)
+def occupancy_logits_from_sdf(sdf: torch.Tensor, inv_s: torch.Tensor | float, margin_m: float = 0.0) -> torch.Tensor:
+    """``(margin - sdf) * inv_s``: the logit the focal occupancy loss trains and inference thresholds."""
+    return (margin_m - sdf) * inv_s
+
+
+def occupancy_from_sdf(sdf: torch.Tensor, inv_s: torch.Tensor | float, margin_m: float = 0.0) -> torch.Tensor:
+    """``p_occ = sigmoid((margin - sdf) * inv_s)``; ``>= 0.5`` exactly where ``sdf <= margin``."""
+    return torch.sigmoid(occupancy_logits_from_sdf(sdf, inv_s, margin_m))

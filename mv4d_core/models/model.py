@@ -69,7 +69,7 @@ class MV4DModel(nn.Module):
         if "semantic_logits" in heads:
             field_parts.append(heads["semantic_logits"])
         return ModelOutputs(
-            sdf=sdf, occupancy_prob=occupancy_from_sdf(sdf, inv_s), flow_mps=heads["flow_mps"], rgb=heads["rgb"],
+            sdf=sdf, occupancy_prob=occupancy_from_sdf(sdf, inv_s, cfg.occupancy_margin_m), flow_mps=heads["flow_mps"], rgb=heads["rgb"],
             semantic_logits=heads.get("semantic_logits"), voxel_confidence_logit=heads["confidence_logit"],
             depth_m=depth_m, depth_prob4=depth_prob4, depth_confidence_logit=conf4.view(B, N, h4, w4),
             depth_intrinsics=depth_map_intrinsics(inputs.intrinsics, (H, W), (h4, w4)),

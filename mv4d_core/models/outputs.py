@@ -23,7 +23,8 @@ from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 class ModelOutputs:
     """Output of ``MV4DModel.forward``; B batch, N cameras, D depth bins, grid (X, Y, Z).
 
-    * ``sdf`` (B, X, Y, Z) metres, > 0 free; ``occupancy_prob`` (B, X, Y, Z) = sigmoid(-sdf * inv_s).
+    * ``sdf`` (B, X, Y, Z) metres, > 0 free; ``occupancy_prob`` (B, X, Y, Z) = sigmoid((margin - sdf) * inv_s), >= 0.5 where sdf <= margin
+      (``ModelConfig.occupancy_margin_m``, default half a voxel).
     * ``flow_mps`` (B, 3, X, Y, Z) m/s base_link; ``rgb`` (B, 3, X, Y, Z) in [0, 1];
       ``semantic_logits`` (B, K, X, Y, Z) or None; ``voxel_confidence_logit`` (B, X, Y, Z).
     * ``depth_m`` (B, N, h4, w4) expected optical depth at stride 4, K in ``depth_intrinsics`` (B, N, 3, 3);

@@ -128,22 +128,25 @@ class ExtraLossConfig:
       of ``t+1`` (see :mod:`mv4d_core.training.flow_chamfer`).
     * ``lidar_depth_head``: L1 of the depth *head* (the published per-camera depth) at LiDAR
       pixels, so real-data depth does not depend only on the render -> head distillation.
-    * ``occupancy_sdf_margin_m``: the focal occupancy loss reads ``logit = (margin - sdf) * inv_s``:
-      a LiDAR-occupied voxel *contains* surface, i.e. its centre lies within half a voxel of the
-      zero level set, so the margin (default: half the smallest voxel edge) keeps the focal labels
-      consistent with the rendered surface instead of pulling it up by half a voxel. 0 = SelfOcc's
-      ``sdf <= 0`` rule.
+    * ``flow_ground_static``: LiDAR returns at or below ``chamfer_ground_z_m`` are road surface,
+      which does not move: mean squared predicted displacement ``|v(p) dt|^2`` (m^2; see
+      :class:`~mv4d_core.training.flow_chamfer.GroundStaticFlowLoss` for why squared). The Chamfer term drops ground points (a flat road matches itself under any
+      in-plane shift), so without this term nothing but the global sparsity prior holds the flow
+      of the most common surface at zero.
+
+    The focal occupancy loss reads the model's own occupancy logit ``(margin - sdf) * inv_s``
+    (``model.occupancy_sdf_margin_m``), so training and the published occupancy share one rule.
     """
 
     flow_chamfer: float = 0.0
+    flow_ground_static: float = 0.0
     lidar_depth_head: float = 0.0
-    occupancy_sdf_margin_m: float | None = None
     chamfer_points: int = 2048
     chamfer_truncate_m: float = 2.0
     chamfer_ground_z_m: float = 0.3
 
     def validate(self) -> None:
-        for name in ("flow_chamfer", "lidar_depth_head"):
+        for name in ("flow_chamfer", "flow_ground_static", "lidar_depth_head"):
             if getattr(self, name) < 0:
                 raise ValueError(f"extra_losses.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -175,11 +178,17 @@ class TrainConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown top-level training config key(s) {sorted(unknown)}; known: {sorted(known)}")
-        model = d.get("model")
+        model = dict(d.get("model") or {})
+        extra = dict(d.get("extra_losses") or {})
+        if "occupancy_sdf_margin_m" in extra:
+            # Moved to the model config (inference uses it too); configs saved before the move carry it here.
+            margin = extra.pop("occupancy_sdf_margin_m")
+            if margin is not None:
+                model.setdefault("occupancy_sdf_margin_m", margin)
         return cls(
             model=ModelConfig.from_dict(model) if model else ModelConfig.tiny(),
             losses=LossConfig.from_dict(d.get("losses") or {}),
-            extra_losses=_strict(ExtraLossConfig, d.get("extra_losses"), "extra_losses"),
+            extra_losses=_strict(ExtraLossConfig, extra, "extra_losses"),
             trainer=_strict(TrainerConfig, d.get("trainer"), "trainer"),
             data=_strict(DataConfig, d.get("data"), "data"),
             rays=_strict(RayConfig, d.get("rays"), "rays"),

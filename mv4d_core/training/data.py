@@ -208,6 +208,8 @@ class TrainSample:
     * ``occupancy_labels`` (X, Y, Z) int8 {-1 unknown, 0 free, 1 occupied} or None (no LiDAR).
     * ``chamfer_src`` (P, 3) current-frame non-ground LiDAR points (base_link t), ``chamfer_dst``
       (Q, 3) next-frame points (base_link t+1), or None; ``T_next_cur`` (4, 4).
+    * ``ground_points`` (G, 3) current-frame ground returns (base_link t, at or below the ground
+      height) for the static-ground flow prior, or None.
     * ``index``, ``name``: provenance.
     """
 
@@ -218,6 +220,7 @@ class TrainSample:
     T_next_cur: np.ndarray
     index: int
     name: str
+    ground_points: np.ndarray | None = None
 
 
 def cache_frame(frame: FrameRecord, cfg: ModelConfig, lidar_min_depth_m: float = 1.0,
@@ -262,9 +265,21 @@ def select_chamfer_points(xyz: np.ndarray, grid: VoxelGridSpec, ground_z_m: floa
 
     Ground returns are dropped (standard in self-supervised scene flow): the scan rings slide over
     the road as the ego moves, so their nearest neighbours carry no motion information."""
+    return _select_points(xyz, grid, ground_z_m, max_points, rng, ground=False)
+
+
+def select_ground_points(xyz: np.ndarray, grid: VoxelGridSpec, ground_z_m: float, max_points: int,
+                         rng: np.random.Generator) -> np.ndarray:
+    """The complement of :func:`select_chamfer_points`: finite returns inside the grid at or below
+    ``ground_z_m`` (road surface), subsampled to ``max_points`` (``(G, 3)`` float32)."""
+    return _select_points(xyz, grid, ground_z_m, max_points, rng, ground=True)
+
+
+def _select_points(xyz, grid, ground_z_m, max_points, rng, ground: bool) -> np.ndarray:
     p = np.asarray(xyz, np.float64).reshape(-1, 3)
     lo, hi = np.asarray(grid.range_min), np.asarray(grid.range_max)
-    keep = np.all((p >= lo) & (p < hi), axis=1) & (p[:, 2] > ground_z_m)
+    below = p[:, 2] <= ground_z_m
+    keep = np.all((p >= lo) & (p < hi), axis=1) & (below if ground else ~below)
     p = p[keep]
     if len(p) > max_points:
         p = p[np.sort(rng.choice(len(p), max_points, replace=False))]
@@ -280,13 +295,13 @@ class TripletDataset(Dataset):
         occupancy_sweeps: ±k frames fused into the occupancy labels (0 = current sweep only).
         chamfer_points: points of frame t kept for the scene-flow Chamfer (t+1 keeps twice as many).
         chamfer_ground_z_m: points at or below this base_link height are ground (dropped).
-        with_occupancy / with_chamfer: skip those precomputations when their losses are off.
+        with_occupancy / with_chamfer / with_ground: skip those precomputations when their losses are off.
     """
 
     def __init__(self, sequences: Seq[Sequence], cfg: ModelConfig, occupancy_sweeps: int = 2,
                  chamfer_points: int = 2048, chamfer_ground_z_m: float = 0.3, lidar_min_depth_m: float = 1.0,
                  lidar_max_depth_m: float = 80.0, with_occupancy: bool = True, with_chamfer: bool = True,
-                 progress: bool = True):
+                 progress: bool = True, with_ground: bool = False):
         from mv4d_core.losses.occupancy_focal import fused_occupancy_labels
 
         self.cfg = cfg
@@ -311,7 +326,7 @@ class TripletDataset(Dataset):
         for idx, (seq, t) in enumerate(todo):
             fr = seq.frames
             trip = (cached(fr[t - 1]), cached(fr[t]), cached(fr[t + 1]))
-            occ = src = dst = None
+            occ = src = dst = ground = None
             has_lidar = all(f.lidar_xyz is not None and len(f.lidar_xyz) for f in fr[t - 1:t + 2])
             if with_occupancy and has_lidar:
                 lo, hi = max(0, t - occupancy_sweeps), min(len(fr), t + occupancy_sweeps + 1)
@@ -324,8 +339,12 @@ class TripletDataset(Dataset):
                 src = select_chamfer_points(fr[t].lidar_xyz, cfg.grid, chamfer_ground_z_m, chamfer_points, rng)
                 # denser targets than sources, so a moved source point finds its true neighbour
                 dst = select_chamfer_points(fr[t + 1].lidar_xyz, cfg.grid, chamfer_ground_z_m, 2 * chamfer_points, rng)
+            if with_ground and fr[t].lidar_xyz is not None and len(fr[t].lidar_xyz):
+                # own stream, so switching the prior on or off leaves the Chamfer subsets unchanged
+                g_rng = np.random.default_rng([idx, 1])
+                ground = select_ground_points(fr[t].lidar_xyz, cfg.grid, chamfer_ground_z_m, chamfer_points, g_rng)
             self.samples.append(TrainSample(trip, occ, src, dst, T_next_cur.astype(np.float64), idx,
-                                            f"{seq.name}[{t}]"))
+                                            f"{seq.name}[{t}]", ground))
             if bar is not None:
                 bar.update(1)
         if bar is not None:
@@ -345,7 +364,8 @@ def build_dataset(train_cfg, progress: bool = True) -> TripletDataset:
     return TripletDataset(seqs, m, d.occupancy_sweeps, x.chamfer_points, x.chamfer_ground_z_m,
                           d.lidar_min_depth_m, d.lidar_max_depth_m,
                           with_occupancy=train_cfg.losses.occupancy_focal > 0,
-                          with_chamfer=x.flow_chamfer > 0, progress=progress)
+                          with_chamfer=x.flow_chamfer > 0, progress=progress,
+                          with_ground=x.flow_ground_static > 0)
 
 
 def collate_samples(batch: list[TrainSample]) -> list[TrainSample]:

@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from mv4d_core.geometry.transforms import invert_transform
 from mv4d_core.losses import LossSet, build_loss_set, sample_images
 from mv4d_core.losses.lidar_depth import LidarDepthLoss
+from mv4d_core.models.heads import occupancy_logits_from_sdf
 from mv4d_core.models.inputs import ModelInputs
 from mv4d_core.render import lattice_rays, rays_from_cameras, render_rays, sample_volume
-from mv4d_core.training.flow_chamfer import ChamferFlowLoss
+from mv4d_core.training.flow_chamfer import ChamferFlowLoss, GroundStaticFlowLoss
 from mv4d_core.training.trainer import StepResult
 
 
@@ -64,14 +65,15 @@ class SelfSupervisedStep:
         x = train_cfg.extra_losses
         if x.flow_chamfer > 0:
             losses["flow_chamfer"] = ChamferFlowLoss(x.flow_chamfer, grid=grid, truncate_m=x.chamfer_truncate_m)
+        if x.flow_ground_static > 0:
+            losses["flow_ground_static"] = GroundStaticFlowLoss(x.flow_ground_static, grid=grid)
         if x.lidar_depth_head > 0:
             losses["lidar_depth_head"] = LidarDepthLoss(x.lidar_depth_head, reads={"pred_depth_m": "lidar_head_depth_m"})
         if not losses:
             raise ValueError("every loss weight is 0: nothing to train")
         self.losses = losses
         self.panel_camera = panel_camera
-        m = x.occupancy_sdf_margin_m
-        self.occupancy_margin_m = 0.5 * min(grid.voxel_size) if m is None else float(m)
+        self.occupancy_margin_m = train_cfg.model.occupancy_margin_m
 
     # ------------------------------------------------------------------ helpers
     def _available(self, batch: dict) -> LossSet:
@@ -139,7 +141,7 @@ class SelfSupervisedStep:
             # one dt per adjacent frame: the batch mean (frame rates are constant within a recipe)
             "adj_dt_s": torch.tensor([dt_prev.mean(), dt_next.mean()], dtype=torch.float32, device=dev),
             "ray_rgb_rendered": lat(r.rgb, 3), "ray_depth_m": lat(r.depth_m), "ray_depth_head_m": ray_head[..., 0],
-            "occupancy_logits": (self.occupancy_margin_m - out.sdf) * out.inv_s,
+            "occupancy_logits": occupancy_logits_from_sdf(out.sdf, out.inv_s, self.occupancy_margin_m),
             "sdf": out.sdf, "flow_mps": out.flow_mps,
             "T_next_cur": T_next_cur, "next_dt_s": torch.from_numpy(dt_next).float(),
         }
@@ -148,6 +150,8 @@ class SelfSupervisedStep:
         if all(s.chamfer_src is not None and s.chamfer_dst is not None for s in batch):
             data["chamfer_src"] = [torch.from_numpy(s.chamfer_src).to(dev) for s in batch]
             data["chamfer_dst"] = [torch.from_numpy(s.chamfer_dst).to(dev) for s in batch]
+        if all(s.ground_points is not None for s in batch):
+            data["ground_points"] = [torch.from_numpy(s.ground_points).to(dev) for s in batch]
         self._lidar_rays(batch, data, out, r, K, T_bc, (H, W), step, cos, dev)
 
         losses = self._available(data)
@@ -160,7 +164,7 @@ class SelfSupervisedStep:
             terms["stats/inv_s"] = float(out.inv_s)
             terms["stats/render_depth_m"] = float(r.depth_m[r.hit].mean()) if r.hit.any() else float("nan")
             terms["stats/flow_mps"] = float(out.flow_mps.norm(dim=1).mean())
-            terms["stats/occupied_fraction"] = float((out.sdf <= 0).float().mean())
+            terms["stats/occupied_fraction"] = float((out.occupancy_prob >= 0.5).float().mean())
         return StepResult(loss, terms, self._panels(ray_rgb, data, rows, cols, N))
 
     def _lidar_rays(self, batch, data: dict, out, r, K, T_bc, image_hw, step: int, cos: float, dev) -> None:

@@ -6,6 +6,10 @@ Definition (exact, no sampling):
   volume (boxes: separating-axis test in x/y for yawed boxes; cylinders / spheres: closest point);
 * the ground is a surface: only the voxel layer whose z-range contains ``z = 0`` is occupied, with
   road / sidewalk / terrain taken at the voxel centre (as LiDAR-aggregated labels would be);
+* voxels wholly below the ground (``z_max <= 0``) are :data:`~mv4d_core.data.classes.IGNORE`: no
+  camera or LiDAR ray reaches them, so they are unobserved, as Occ3D's visibility masks mark them
+  (scoring them as free would reward a "thin road" and punish a solid one for an unobservable
+  difference);
 * where several primitives share a voxel the class of higher priority wins, in the order
   ground < building < vegetation < pole < vehicle < pedestrian (small and moving things win);
 * ``voxel_flow_mps`` is the winning object's velocity relative to the world, in base_link axes
@@ -45,7 +49,9 @@ def occupancy_at(world: World, t: float, T_world_base: np.ndarray, grid: VoxelGr
     t_wb = T_world_base[:3, 3]
     ego_yaw = float(np.arctan2(R_wb[1, 0], R_wb[0, 0]))
 
-    # Ground surface layer.
+    # Unobservable layers under the road, then the ground surface layer.
+    under = lo[2] + (np.arange(shape[2]) + 1) * vs[2] <= 0.0
+    occ[:, :, under] = C.IGNORE
     k = int(np.floor((0.0 - lo[2]) / vs[2]))
     if 0 <= k < shape[2]:
         cx = lo[0] + (np.arange(shape[0]) + 0.5) * vs[0]
