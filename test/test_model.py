@@ -11,7 +11,7 @@ import torch
 from mv4d_core.data.frame import FrameRecord
 from mv4d_core.geometry.camera import R_BODY_OPTICAL, PinholeCamera, project
 from mv4d_core.geometry.transforms import invert_transform, transform_points
-from mv4d_core.geometry.voxel_grid import OCC3D, TINY
+from mv4d_core.geometry.voxel_grid import OCC3D, TINY, VoxelGridSpec
 from mv4d_core.models import (ModelConfig, ModelInputs, ModelOutputs, PerceptionOutputs, build_model,
                               count_parameters, inputs_from_frames)
 from mv4d_core.models.backbone import random_patch_mask
@@ -392,3 +392,19 @@ def test_ego_warp_of_ground_truth_occupancy_aligns_consecutive_frames(synth_fram
 
     assert iou(warped, occ_cur) > iou(occ_prev[0, 0].numpy() > 0.5, occ_cur) + 0.03
     assert iou(warped, occ_cur) > 0.9
+
+
+def test_flow_gate_multiplies_velocity_by_a_per_voxel_motion_probability():
+    from mv4d_core.models.heads import VoxelHeads
+
+    grid = VoxelGridSpec((-2.0, -2.0, -1.0), (2.0, 2.0, 1.0), (1.0, 1.0, 1.0))
+    feats = torch.randn(1, 8, *grid.shape, generator=torch.Generator().manual_seed(0))
+    plain, gated = VoxelHeads(8, grid), VoxelHeads(8, grid, flow_gate=True)
+    assert plain.flow_gate is None and gated.flow_gate is not None
+    gated.load_state_dict({**plain.state_dict(), **{f"flow_gate.{k}": v for k, v in gated.flow_gate.state_dict().items()}})
+    with torch.no_grad():
+        gated.flow_gate.weight.zero_()
+        gated.flow_gate.bias.fill_(-30.0)                   # "nothing moves": exactly the static world
+        assert gated(feats)["flow_mps"].abs().max() < 1e-10
+        gated.flow_gate.bias.fill_(30.0)                    # "everything may move": the plain head
+        torch.testing.assert_close(gated(feats)["flow_mps"], plain(feats)["flow_mps"])

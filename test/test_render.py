@@ -133,6 +133,19 @@ def test_sharpness_is_exp_of_ten_v():
     assert Sharpness(0.3)().item() == pytest.approx(math.exp(3.0))
 
 
+def test_sharpness_floor_keeps_a_minimum_and_the_gradient():
+    s = Sharpness(0.1, min_inv_s=2.0)
+    assert s().item() == pytest.approx(2.0 + math.e)
+    with torch.no_grad():
+        s.v.fill_(-5.0)                                   # a free sharpness would be exp(-50) ~ 0
+    value = s()
+    assert value.item() == pytest.approx(2.0, abs=1e-12)
+    value.backward()
+    assert s.v.grad is not None and s.v.grad.item() > 0   # still learnable: it can rise again
+    with pytest.raises(ValueError, match="min_inv_s"):
+        Sharpness(0.1, min_inv_s=-1.0)
+
+
 def test_composite_weights_sum_to_at_most_one_and_follow_transmittance():
     alpha = torch.tensor([[0.2, 0.5, 1.0, 0.3]], dtype=F64)
     t = torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=F64)

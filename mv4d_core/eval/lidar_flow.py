@@ -38,7 +38,7 @@ class FlowFitConfig:
     truncate_m: float = 2.0
     ground_z_m: float = 0.3
     w_chamfer: float = 0.5
-    w_ground_static: float = 0.5
+    w_ground_static: float = 0.2
     w_smoothness: float = 0.05
     w_sparsity: float = 0.05
     seed: int = 0

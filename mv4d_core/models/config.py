@@ -72,10 +72,14 @@ class ModelConfig:
     ground_z_m: float = 0.0
     #: Initial NeuS sharpness parameter v (inv_s = exp(10 v)); SelfOcc 0.1, UniPAD 0.3.
     sharpness_init: float = 0.1
+    #: Floor under the learned NeuS sharpness (inv_s = floor + exp(10 v)); 0 = plain NeuS.
+    sharpness_min_inv_s: float = 0.0
     #: A voxel is occupied when its centre's SDF is <= this margin (None = half the smallest voxel
     #: edge): the voxel then overlaps the surface or the solid behind it, which is how LiDAR-fused
     #: labels (UniScene, Occ3D) and the synthetic GT define occupied voxels. 0 = SelfOcc's ``s <= 0``.
     occupancy_sdf_margin_m: float | None = None
+    #: Gate the flow head: ``flow = velocity * sigmoid(gate_logit)`` (one more 1x1x1 conv).
+    flow_gate: bool = False
 
     @property
     def occupancy_margin_m(self) -> float:

@@ -50,11 +50,14 @@ class VoxelHeads(nn.Module):
     """1x1x1 conv heads on the neck features. Returns a dict of volumes (see module docstring)."""
 
     def __init__(self, channels: int, grid: VoxelGridSpec, num_semantic_classes: int = 0,
-                 ground_z_m: float = 0.0) -> None:
+                 ground_z_m: float = 0.0, flow_gate: bool = False) -> None:
         super().__init__()
         self.sdf = nn.Conv3d(channels, 1, 1)
         self.rgb = nn.Conv3d(channels, 3, 1)
         self.flow = nn.Conv3d(channels, 3, 1)
+        # Optional motion gate: flow = velocity * sigmoid(gate), so "this voxel is static" is one
+        # logit going negative instead of three velocity components held at zero.
+        self.flow_gate = nn.Conv3d(channels, 1, 1) if flow_gate else None
         self.confidence = nn.Conv3d(channels, 1, 1)
         self.semantic = nn.Conv3d(channels, num_semantic_classes, 1) if num_semantic_classes > 0 else None
         nn.init.zeros_(self.sdf.weight)
@@ -70,12 +73,18 @@ class VoxelHeads(nn.Module):
         out = {
             "sdf": self.sdf(feats)[:, 0] + self.sdf_prior,            # (B, X, Y, Z) m
             "rgb": torch.sigmoid(self.rgb(feats)),                    # (B, 3, X, Y, Z)
-            "flow_mps": self.flow(feats),                             # (B, 3, X, Y, Z)
+            "flow_mps": self._flow(feats),                            # (B, 3, X, Y, Z)
             "confidence_logit": self.confidence(feats)[:, 0],         # (B, X, Y, Z)
         }
         if self.semantic is not None:
             out["semantic_logits"] = self.semantic(feats)             # (B, K, X, Y, Z)
         return out
+
+    def _flow(self, feats: torch.Tensor) -> torch.Tensor:
+        v = self.flow(feats)
+        if self.flow_gate is None:
+            return v
+        return v * torch.sigmoid(self.flow_gate(feats))
 
 
 def occupancy_logits_from_sdf(sdf: torch.Tensor, inv_s: torch.Tensor | float, margin_m: float = 0.0) -> torch.Tensor:

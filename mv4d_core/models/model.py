@@ -30,8 +30,9 @@ class MV4DModel(nn.Module):
         self.lift = LSSLift(cfg.grid, cfg.depth, cfg.feature_stride)
         self.temporal = TemporalFusion(cfg.volume_channels, cfg.grid) if cfg.temporal else None
         self.neck3d = Neck3D(cfg.volume_channels, cfg.head_channels, cfg.neck3d_layers)
-        self.heads = VoxelHeads(cfg.head_channels, cfg.grid, cfg.num_semantic_classes, cfg.ground_z_m)
-        self.sharpness = Sharpness(cfg.sharpness_init)
+        self.heads = VoxelHeads(cfg.head_channels, cfg.grid, cfg.num_semantic_classes, cfg.ground_z_m,
+                                cfg.flow_gate)
+        self.sharpness = Sharpness(cfg.sharpness_init, cfg.sharpness_min_inv_s)
         self.register_buffer("depth_bins_m", depth_bin_centers(cfg.depth), persistent=False)
         #: Optional generator for reproducible MAE masks (tests/benchmarks).
         self.mask_generator: torch.Generator | None = None

@@ -16,14 +16,22 @@ ALPHA_EPS = 1e-5
 
 
 class Sharpness(nn.Module):
-    """Learnable NeuS sharpness: parameter ``v``, ``inv_s = exp(10 v)`` (v0 = 0.1 -> 2.72, 0.3 -> 20.1)."""
+    """Learnable NeuS sharpness: parameter ``v``, ``inv_s = min_inv_s + exp(10 v)`` (v0 = 0.1 -> 2.72,
+    0.3 -> 20.1, plus the floor).
 
-    def __init__(self, init: float = 0.1) -> None:
+    ``min_inv_s`` (default 0, plain NeuS) keeps a floor under the sharpness with the gradient intact:
+    the photometric and RGB terms can lower a free sharpness without bound (a blurrier volume
+    averages colours), which turns the SDF into a soft density and breaks thresholding it."""
+
+    def __init__(self, init: float = 0.1, min_inv_s: float = 0.0) -> None:
         super().__init__()
+        if min_inv_s < 0:
+            raise ValueError(f"min_inv_s must be >= 0, got {min_inv_s}")
         self.v = nn.Parameter(torch.tensor(float(init)))
+        self.min_inv_s = float(min_inv_s)
 
     def forward(self) -> torch.Tensor:
-        return torch.exp(10.0 * self.v)
+        return torch.exp(10.0 * self.v) + self.min_inv_s
 
 
 def annealed_slope(cos: torch.Tensor, anneal: float = 1.0) -> torch.Tensor:
