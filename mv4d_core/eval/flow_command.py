@@ -62,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
                   f"dynamic/static split by AV2's `dynamic` flag; flow = object motion (ego motion removed). "
                   f"The camera network is not scored: this log has no images. The fit reads no labels "
                   f"(loss {fit['loss_first']:.4f} -> {fit['loss_last']:.4f} over {cfg.iters} iterations).\n")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(args.json)                       # write_bytes_atomic creates missing folders
     write_bytes_atomic(out, json.dumps(report, indent=2, default=float).encode())
     write_bytes_atomic(out.with_suffix(".md"), "\n".join(md).encode())
     print("\n".join(md))

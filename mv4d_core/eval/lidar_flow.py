@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
-from mv4d_core.losses.regularizers import flow_total_variation
+from mv4d_core.losses.base import LossSet
+from mv4d_core.losses.regularizers import FlowSmoothnessLoss, SparsityLoss
 from mv4d_core.render.field import sample_volume
 from mv4d_core.training.data import select_chamfer_points, select_ground_points
 from mv4d_core.training.flow_chamfer import ChamferFlowLoss, GroundStaticFlowLoss
@@ -63,12 +64,16 @@ def fit_flow_volume(xyz0: np.ndarray, xyz1: np.ndarray, T_1_0: np.ndarray, dt_s:
     road = torch.from_numpy(select_ground_points(xyz0, grid, cfg.ground_z_m, cfg.src_points, rng))
     if len(src) == 0 or len(dst) == 0:
         raise ValueError("no non-ground LiDAR points inside the grid in one of the sweeps: nothing to fit")
-    T = torch.as_tensor(np.asarray(T_1_0, np.float64), dtype=torch.float32)[None]
-    dt = torch.tensor([float(dt_s)])
-    chamfer = ChamferFlowLoss(cfg.w_chamfer, grid=grid, truncate_m=cfg.truncate_m)
-    ground = GroundStaticFlowLoss(cfg.w_ground_static, grid=grid)
+    # The trainer's loss modules and batch keys, so the fitted objective is the training one.
+    objective = LossSet({"flow_chamfer": ChamferFlowLoss(cfg.w_chamfer, grid=grid, truncate_m=cfg.truncate_m),
+                         "flow_ground_static": GroundStaticFlowLoss(cfg.w_ground_static, grid=grid),
+                         "flow_smoothness": FlowSmoothnessLoss(cfg.w_smoothness),
+                         "flow_sparsity": SparsityLoss(cfg.w_sparsity)})
     torch.manual_seed(cfg.seed)
     vol = torch.zeros(1, 3, *grid.shape, requires_grad=True)
+    batch = {"flow_mps": vol, "chamfer_src": [src], "chamfer_dst": [dst], "ground_points": [road],
+             "T_next_cur": torch.as_tensor(np.asarray(T_1_0, np.float64), dtype=torch.float32)[None],
+             "next_dt_s": torch.tensor([float(dt_s)])}
     opt = torch.optim.Adam([vol], lr=cfg.lr)
     history = []
     steps = range(cfg.iters)
@@ -78,10 +83,7 @@ def fit_flow_volume(xyz0: np.ndarray, xyz1: np.ndarray, T_1_0: np.ndarray, dt_s:
         steps = tqdm(steps, desc="fit flow", unit="it")
     for _ in steps:
         opt.zero_grad()
-        loss = (cfg.w_chamfer * chamfer(vol, [src], [dst], T, dt)
-                + cfg.w_ground_static * ground(vol, [road], dt)
-                + cfg.w_smoothness * flow_total_variation(vol)
-                + cfg.w_sparsity * vol.abs().mean())
+        loss = objective(batch)["total"]
         loss.backward()
         opt.step()
         history.append(float(loss.detach()))
@@ -112,8 +114,7 @@ def evaluate_av2_log(log_dir, grid: VoxelGridSpec, cfg: FlowFitConfig = FlowFitC
     xyz0, xyz1 = f0.lidar_xyz, log.sweep(t1).xyz
     dt = (t1 - t0) * 1e-9
     vol, history = fit_flow_volume(xyz0, xyz1, labels.T_ego1_ego0, dt, grid, cfg, progress)
-    lo, hi = np.asarray(grid.range_min), np.asarray(grid.range_max)
-    inside = np.all((xyz0 >= lo) & (xyz0 < hi), axis=1)
+    inside = grid.points_to_voxels(xyz0)[1]
     gt = f0.gt.point_flow_m
     methods = {"label-free flow objective (test-time fit)": flow_at_points(vol, xyz0, grid, dt),
                "baseline: zero": np.zeros_like(gt)}

@@ -73,7 +73,6 @@ class SelfSupervisedStep:
             raise ValueError("every loss weight is 0: nothing to train")
         self.losses = losses
         self.panel_camera = panel_camera
-        self.occupancy_margin_m = train_cfg.model.occupancy_margin_m
 
     # ------------------------------------------------------------------ helpers
     def _available(self, batch: dict) -> LossSet:
@@ -141,7 +140,7 @@ class SelfSupervisedStep:
             # one dt per adjacent frame: the batch mean (frame rates are constant within a recipe)
             "adj_dt_s": torch.tensor([dt_prev.mean(), dt_next.mean()], dtype=torch.float32, device=dev),
             "ray_rgb_rendered": lat(r.rgb, 3), "ray_depth_m": lat(r.depth_m), "ray_depth_head_m": ray_head[..., 0],
-            "occupancy_logits": occupancy_logits_from_sdf(out.sdf, out.inv_s, self.occupancy_margin_m),
+            "occupancy_logits": occupancy_logits_from_sdf(out.sdf, out.inv_s, mcfg.occupancy_margin_m),
             "sdf": out.sdf, "flow_mps": out.flow_mps,
             "T_next_cur": T_next_cur, "next_dt_s": torch.from_numpy(dt_next).float(),
         }
