@@ -7,16 +7,16 @@ Usage: ``python -m bench.bench_engines [--out out/bench/engines.json] [--repeats
 Stages (one rig sample, batch 1, cameras at ``--camera-hw``, default nuScenes 900x1600):
 
 * ``preprocess``: ``PerceptionPipeline.preprocess`` (resize + intrinsics), engine independent;
-* ``backbone``: 2D backbone + neck + depth net (+ softmaxes / expected depth);
-* ``lift``: LSS frustum + voxel pooling (torch: the training ``index_add`` pooling; ``torch_export_graph``:
-  the export-friendly static pooling run in torch, to show what the rewrite costs there);
-* ``heads``: temporal fusion with a previous volume + 3D neck + voxel heads (torch: ``grid_sample``;
-  ``torch_export_graph``: the gather-based warp);
-* ``postprocess``: ``PerceptionPipeline.postprocess`` (occupancy mask, labels, depth point cloud);
+* ``backbone``: ``MV4DModel.encode`` (2D backbone + neck + depth net + softmaxes / expected depth);
+* ``lift``: ``MV4DModel.lift`` (LSS frustum + voxel pooling);
+* ``heads``: ``fuse_previous`` with a previous volume + ``decode`` (3D neck + voxel heads); torch samples
+  the previous volume with ``grid_sample``, the exported graph with gathers;
+* ``postprocess``: ``PerceptionPipeline.postprocess`` (occupancy mask, depth point cloud);
 * ``message_packing``: ``output_arrays`` (the structured arrays the node copies into messages);
 * ``engine_total``: ``Engine.infer`` (numpy in/out, temporal); ``pipeline_two_frames``: ``reset`` + 2 x ``process``.
 
-onnxruntime runs each stage as its own exported sub-graph and the whole graph as the engine.
+onnxruntime runs each stage (the model's own stage methods) as its own exported sub-graph and the
+whole graph as the engine.
 Latencies are medians (``stages_min_ms``: minima) over ``--repeats`` after one warm-up, the
 variants of a stage measured round-robin; ``ratio_torch_over_onnxruntime`` > 1 means
 onnxruntime is faster. Both libraries get the same thread count (``--threads``, default 1: with 2
@@ -59,7 +59,7 @@ def compare(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
 def make_frames(cfg, height: int, width: int, n: int = 2, seed: int = 0):
     """``n`` frames of random images at ``height x width`` (70 deg cameras around the car), 0.1 s apart."""
     from mv4d_core.data.frame import FrameRecord
-    from mv4d_core.export.graph import example_inputs
+    from mv4d_core.export.wrapper import example_inputs
     from mv4d_core.geometry.rig import NUSCENES_CAMERAS
     from mv4d_core.geometry.transforms import yaw_transform
 
@@ -75,9 +75,9 @@ def make_frames(cfg, height: int, width: int, n: int = 2, seed: int = 0):
 
 
 class _Encode(nn.Module):
-    def __init__(self, graph):
+    def __init__(self, model):
         super().__init__()
-        self.inner = graph
+        self.inner = model
 
     def forward(self, images):
         return self.inner.encode(images)
@@ -90,7 +90,18 @@ class _Lift(_Encode):
 
 class _Decode(_Encode):
     def forward(self, volume, prev_volume, T_prev_cur, prev_valid):
-        return self.inner.decode(volume, prev_volume, T_prev_cur, prev_valid)
+        return _heads(self.inner, volume, prev_volume, T_prev_cur, prev_valid)
+
+
+def _heads(model, volume, prev_volume, T_prev_cur, prev_valid):
+    """Temporal fusion + 3D neck + heads of ``model`` as a tuple (sdf, rgb, flow)."""
+    from mv4d_core.models.inputs import ModelInputs
+
+    B, N = volume.shape[0], 1
+    dummy = ModelInputs(volume.new_zeros(B, N, 3, 1, 1), volume.new_zeros(B, N, 3, 3), volume.new_zeros(B, N, 4, 4),
+                        prev_volume, T_prev_cur, prev_valid)
+    heads, _ = model.decode(model.fuse_previous(volume, dummy))
+    return heads["sdf"], heads["rgb"], heads["flow_mps"]
 
 
 def export_stage(module, args, names, path: Path) -> Path:
@@ -128,13 +139,13 @@ def main(argv: list[str] | None = None) -> int:
                          "2 spinning threads per library make torch latencies swing 10x with other load)")
     args = ap.parse_args(argv)
 
-    from mv4d_core.export.engines_onnx import OnnxRuntimeEngine
-    from mv4d_core.export.engines_tensorrt import tensorrt_available
-    from mv4d_core.export.graph import InferenceGraph, example_inputs
+    from mv4d_core.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from mv4d_core.engines.tensorrt_engine import tensorrt_available
+    from mv4d_core.engines.torch_engine import TorchEngine
     from mv4d_core.export.onnx_export import export_onnx
+    from mv4d_core.export.wrapper import example_inputs
     from mv4d_core.models import ModelConfig, build_model
     from mv4d_core.pipeline.config import PerceptionConfig
-    from mv4d_core.pipeline.engines import TorchEngine
     from mv4d_core.pipeline.pipeline import PerceptionPipeline, output_arrays
 
     threads = max(1, args.threads)
@@ -142,7 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ModelConfig.named(args.config)
     torch.manual_seed(args.seed)
     model = build_model(cfg).eval()
-    graph = InferenceGraph(model)
     R = args.repeats
     result: dict = {"config": cfg.name, "repeats": R, "threads": threads, "camera_hw": list(args.camera_hw),
                     "num_cameras": cfg.num_cameras, "grid": list(cfg.grid.shape)}
@@ -160,14 +170,14 @@ def main(argv: list[str] | None = None) -> int:
         # ---- stage inputs (torch) and their exported sub-graphs
         images, K, T, prev, T_prev_cur, prev_valid = example_inputs(cfg, batch=1, seed=args.seed, temporal_prev=True)
         with torch.no_grad():
-            depth_prob, context, depth_m, conf = graph.encode(images)
-            volume = graph.lift(depth_prob, context, K, T)
+            depth_prob, context, depth_m = model.encode(images)
+            volume = model.lift(depth_prob, context, K, T)
         t0 = time.perf_counter()
-        s_enc = ort_session(export_stage(_Encode(graph), [images], ["images"], tmp / "enc.onnx"), threads)
-        s_lift = ort_session(export_stage(_Lift(graph), [depth_prob, context, K, T],
+        s_enc = ort_session(export_stage(_Encode(model), [images], ["images"], tmp / "enc.onnx"), threads)
+        s_lift = ort_session(export_stage(_Lift(model), [depth_prob, context, K, T],
                                           ["depth_prob", "context", "intrinsics", "T_base_cam"], tmp / "lift.onnx"),
                              threads)
-        s_dec = ort_session(export_stage(_Decode(graph), [volume, prev, T_prev_cur, prev_valid],
+        s_dec = ort_session(export_stage(_Decode(model), [volume, prev, T_prev_cur, prev_valid],
                                          ["volume", "prev_volume", "T_prev_cur", "prev_valid"], tmp / "dec.onnx"),
                             threads)
         result["stage_export_seconds"] = round(time.perf_counter() - t0, 2)
@@ -182,21 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         stages: dict = {}
         minima: dict = {}
         with torch.inference_mode():
-            def torch_encode():
-                B, N = images.shape[:2]
-                feat8, skip4 = m.neck(m.backbone(images.reshape(B * N, *images.shape[2:])))
-                return m.depth_net(feat8, skip4)
-
-            def torch_heads():
-                return m.heads(m.neck3d(m.temporal(volume, prev, T_prev_cur) if m.temporal is not None else volume))
-
             for name, fns in {
-                "backbone": {"torch": torch_encode, "onnxruntime": lambda: s_enc.run(None, f_enc)},
+                "backbone": {"torch": lambda: m.encode(images), "onnxruntime": lambda: s_enc.run(None, f_enc)},
                 "lift": {"torch": lambda: m.lift(depth_prob, context, K, T),
-                         "torch_export_graph": lambda: graph.lift(depth_prob, context, K, T),
                          "onnxruntime": lambda: s_lift.run(None, f_lift)},
-                "heads": {"torch": torch_heads,
-                          "torch_export_graph": lambda: graph.decode(volume, prev, T_prev_cur, prev_valid),
+                "heads": {"torch": lambda: _heads(m, volume, prev, T_prev_cur, prev_valid),
                           "onnxruntime": lambda: s_dec.run(None, f_dec)},
             }.items():
                 stages[name] = compare(fns, R)
@@ -258,11 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         for precision in ("fp32", "fp16"):
             if not tensorrt_available():
                 rows.append({"engine": f"tensorrt-{precision}",
-                             "skipped": "TensorRT is not installed (optional; dependencies.md section 6)"})
+                             "skipped": "TensorRT is not installed (optional; it needs NVIDIA's package index)"})
             elif not torch.cuda.is_available():
                 rows.append({"engine": f"tensorrt-{precision}", "skipped": "CUDA is not available"})
             else:
-                from mv4d_core.export.engines_tensorrt import TensorRTEngine
+                from mv4d_core.engines.tensorrt_engine import TensorRTEngine
 
                 trt_engine = TensorRTEngine(exp.path, precision, cache_dir=tmp / "trt")
                 first = PerceptionPipeline(trt_engine, config).preprocess(frames[0]).inputs

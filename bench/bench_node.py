@@ -82,7 +82,7 @@ def bench_pipeline(frames: int) -> dict:
     from mv4d_core.models import ModelConfig
     from mv4d_core.msgs import MsgFactory
     from mv4d_core.pipeline.config import PerceptionConfig
-    from mv4d_core.pipeline.engines import TorchEngine
+    from mv4d_core.engines.torch_engine import TorchEngine
     from mv4d_core.pipeline.messages import output_messages
     from mv4d_core.pipeline.pipeline import PerceptionPipeline, output_arrays
 

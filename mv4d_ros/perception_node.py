@@ -13,8 +13,9 @@ Design choices (why):
   handling is not available in this environment to test against).
 * Sets are synchronized with ``mv4d_core.data.approx_sync.ApproximateTimeSynchronizer`` (the
   Python message_filters contract) on header stamps; CameraInfo is cached, never synchronized.
-* Inference runs in the subscription callback of the set's last message; with the default
-  best-effort keep-last-5 inputs, sets that arrive while busy are dropped by DDS, not queued.
+* Inference runs in the subscription callback of the set's last message, so sets that arrive
+  while it runs wait in the subscriptions' keep-last queues (depth from ``input_qos``) and are
+  processed oldest first.
 * Nothing is computed for outputs nobody subscribes to; with no subscriber at all the engine is
   not run.
 * Temporal fusion (the previous frame's volume warped by the ego motion, as ``mv4d infer`` does
@@ -47,14 +48,15 @@ from visualization_msgs.msg import Marker, MarkerArray
 from mv4d_core.data.approx_sync import ApproximateTimeSynchronizer
 from mv4d_core.data.frame import FrameRecord
 from mv4d_core.geometry.rig import Rig, RigError
+from mv4d_core.engines import Engine, EngineError, create_engine
 from mv4d_core.geometry.transforms import transform_points
-from mv4d_core.models.inputs import resize_image
+from mv4d_core.models.inputs import resize_cameras
 from mv4d_core.msgs import (ImageEncodingError, MessageError, MsgFactory, PointCloudError, any_image_to_rgb,
                             camera_info_to_camera, header_stamp_ns, read_xyz)
 from mv4d_core.pipeline.config import PARAMETERS, ConfigError, PerceptionConfig
-from mv4d_core.pipeline.engines import Engine, create_engine
 from mv4d_core.pipeline.messages import output_messages
-from mv4d_core.pipeline.pipeline import FrameError, PerceptionPipeline, output_arrays
+from mv4d_core.pipeline.pipeline import FrameError, LateFrame, PerceptionPipeline, output_arrays
+from mv4d_core.pipeline.stamps import CLOCK_JUMP_BACK, LATE, classify_stamp
 from mv4d_ros.input_health import InputHealth
 from mv4d_ros.pose_buffer import PoseBuffer
 from mv4d_ros.qos import output_qos, qos_from_string
@@ -99,8 +101,11 @@ class PerceptionNode(Node):
                 raise ConfigError("rig_file", "empty, but tf2_msgs is not installed so /tf_static cannot be read; "
                                               "give a rig YAML")
             self.tf = StaticTfListener(self)
-        self.pipeline = PerceptionPipeline(engine or create_engine(cfg.engine, cfg.checkpoint, cfg.device), cfg,
-                                           temporal=cfg.use_odometry)
+        try:
+            engine = engine or create_engine(cfg.engine, cfg.checkpoint, cfg.device)
+        except EngineError as e:
+            raise ConfigError(e.parameter or "engine", str(e)) from None
+        self.pipeline = PerceptionPipeline(engine, cfg, temporal=cfg.use_odometry)
         self.poses = PoseBuffer(int(round(cfg.odometry_tolerance_s * 1e9)))
         self._odometry_received = 0
         self.model_hw = self.pipeline.engine.spec.image_hw
@@ -217,13 +222,18 @@ class PerceptionNode(Node):
             self.health.report("bad_header", f"{self._input_name(index)}: {e}")
             return
         last = self._last_stamp.get(index)
-        if last is not None and stamp < last:
+        order = classify_stamp(last, stamp, self.config.max_clock_jump_s)
+        if order == LATE:
+            self.health.report("late", f"{self._input_name(index)}: stamp {(last - stamp) * 1e-9:.3f} s older than "
+                                       "the newest on this input; message dropped")
+            return
+        if order == CLOCK_JUMP_BACK:
             # A looping bag or a restarted clock: stale sets would pair old and new messages.
-            self.health.report("clock_jump_back", f"{self._input_name(index)}: stamp went back "
-                                                  f"{(last - stamp) * 1e-9:.3f} s; sync and temporal state reset")
+            self.health.report(CLOCK_JUMP_BACK, f"{self._input_name(index)}: stamp went back "
+                                                f"{(last - stamp) * 1e-9:.3f} s; sync and temporal state reset")
             self._new_sync()
             self._sync_resets += 1
-            self.pipeline.reset("clock_jump_back")
+            self.pipeline.reset(CLOCK_JUMP_BACK)
             self._last_stamp.clear()
         self._last_stamp[index] = stamp
         msgs = self.sync.add(index, msg, stamp)
@@ -278,8 +288,9 @@ class PerceptionNode(Node):
         return transform_points(T, cloud.xyz.astype(np.float64)).astype(np.float32)
 
     def frame_from_messages(self, msgs) -> tuple[FrameRecord, list[tuple[str, int]]]:
-        """Synchronized messages -> FrameRecord at the model image size, plus (optical frame, stamp)
-        per camera. Raises :class:`InputProblem` naming the cause."""
+        """Synchronized messages -> FrameRecord at the model image size (cameras of a rig may differ in
+        size; each goes through the pipeline's resize rule), plus (optical frame, stamp) per camera.
+        Raises :class:`InputProblem` naming the cause."""
         cfg = self.config
         h_m, w_m = self.model_hw
         images, Ks, Ts, meta = [], [], [], []
@@ -296,8 +307,9 @@ class PerceptionNode(Node):
             if (w, h) != (camera.width, camera.height):
                 raise InputProblem("image_size_mismatch", f"{cam}: image is {w}x{h} but its calibration is "
                                                           f"{camera.width}x{camera.height}")
-            images.append(resize_image(rgb, w_m, h_m))
-            Ks.append(camera.resized(w_m, h_m).K)
+            rgb_m, K_m = resize_cameras(rgb[None], camera.K[None], h_m, w_m)
+            images.append(rgb_m[0])
+            Ks.append(K_m[0])
             Ts.append(T)
             meta.append((frame, header_stamp_ns(msg)))
         stamps = np.array([s for _, s in meta], np.int64)
@@ -342,6 +354,9 @@ class PerceptionNode(Node):
             out = self.pipeline.process(frame, pose_known=self.ego_pose(frame))
         except InputProblem as e:
             self.health.report(e.cause, e.detail)
+            return
+        except LateFrame as e:
+            self.health.report("late", str(e))
             return
         except FrameError as e:
             self.health.report("bad_frame", str(e))

@@ -15,7 +15,7 @@ from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 from mv4d_core.models import ModelConfig, build_model
 from mv4d_core.training.config import TrainConfig
 from mv4d_core.training.data import Sequence, TripletDataset, parse_frame_slice
-from mv4d_core.training.flow_chamfer import ChamferFlowLoss, GroundStaticFlowLoss, truncated_chamfer
+from mv4d_core.losses.flow_chamfer import ChamferFlowLoss, GroundStaticFlowLoss, truncated_chamfer
 from mv4d_core.training.step import SelfSupervisedStep
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ Steps (each the same code path as its own CLI command, called in-process):
 2. ``mv4d infer`` with the checkpoint (default: the weights shipped in ``mv4d_core/weights/``)
    -> ``OUT/synthetic/output_bag`` (sensor topics + every output topic, playable in RViz);
 3. the output bag is decoded back and scored against the exact ground truth (depth, occupancy,
-   flow) next to the trivial baselines of :mod:`mv4d_core.eval.baselines`; ``mv4d eval`` scores
-   the same data too (model re-run from the checkpoint: the project's reference numbers);
+   flow) next to the baselines, through :class:`mv4d_core.eval.scoring.Scorer`, the scoring path of
+   ``mv4d eval`` (so ``mv4d eval`` on the same data gives the same numbers);
 4. with real data (``--nuscenes DATAROOT`` or ``<shared>/data/nuscenes_minivis/data``):
    ``mv4d convert nuscenes`` -> ``mv4d infer`` -> depth scored against the projected LiDAR;
 5. ``OUT/report.md``, ``OUT/index.html`` (self-contained), ``OUT/metrics.json``, PNG panels, a PLY
@@ -101,7 +101,7 @@ def resolve_checkpoint(args, out):
         if not path.is_file():
             raise DemoError(f"--checkpoint {path} does not exist")
         return path, f"checkpoint {path}"
-    from mv4d_core.pipeline.engines import default_checkpoint
+    from mv4d_core.engines import default_checkpoint
 
     path = default_checkpoint()
     if path is None:
@@ -115,7 +115,7 @@ def resolve_checkpoint(args, out):
 
 def trained_nuscenes_scenes(path) -> list[str]:
     """nuScenes scenes the checkpoint's training config names (empty when none or unknown)."""
-    from mv4d_core.training.checkpoint import load
+    from mv4d_core.engines import load_checkpoint as load
 
     try:
         ckpt = load(path)
@@ -137,7 +137,7 @@ def checkpoint_provenance(path, seed: int, real_root=None) -> tuple[list[str], l
     synthetic seed or real data were part of training (then those numbers are on training data)."""
     from pathlib import Path
 
-    from mv4d_core.training.checkpoint import load
+    from mv4d_core.engines import load_checkpoint as load
 
     try:
         ckpt = load(path)
@@ -204,32 +204,9 @@ def _middle(frames):
     return frames[len(frames) // 2]
 
 
-def run_official_eval(source, ckpt, json_path, log=print):
-    """``mv4d eval --checkpoint ckpt --data source --json json_path`` in-process.
-
-    Returns ``(results, markdown)``, or a sentence saying why it did not run (the demo goes on)."""
-    import contextlib
-    import io
-    import json
-
-    from mv4d_core.eval import command as eval_command
-
-    buf = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf):  # its tables go into the report, not twice onto the console
-            rc = eval_command.run(_sub_args(eval_command, ["--checkpoint", str(ckpt), "--data", str(source),
-                                                           "--json", str(json_path)]))
-    except Exception as e:  # noqa: BLE001 - a failing evaluator must not hide the rest of the demo
-        return f"`mv4d eval` failed ({type(e).__name__}: {e}); its tables are missing from this report"
-    if rc != 0:
-        return f"`mv4d eval` exited with {rc}: {buf.getvalue().strip()[-300:]}"
-    log(f"mv4d eval -> {json_path} and {json_path.with_suffix('.md')}")
-    return json.loads(json_path.read_text())["results"], json_path.with_suffix(".md").read_text()
-
-
-def run_dataset(name: str, in_bag, work, ckpt, model_cfg, frames_gt, dt_s, method: str, label: str, render: str,
-                device: str, eval_source, train_frames=None, real: bool = False, log=print):
-    """infer -> decode -> evaluate (from the output bag and with ``mv4d eval``) -> panels for one
+def run_dataset(name: str, in_bag, work, ckpt, model_cfg, frames_gt, method: str, label: str, render: str,
+                device: str, train_frames=None, real: bool = False, log=print):
+    """infer -> decode -> evaluate (the output bag, scored as ``mv4d eval`` scores) -> panels for one
     input bag. Returns a :class:`Section`."""
     import time
 
@@ -237,11 +214,13 @@ def run_dataset(name: str, in_bag, work, ckpt, model_cfg, frames_gt, dt_s, metho
 
     from mv4d_core.data.rosbag_io import read_frames
     from mv4d_core.demo import panels
-    from mv4d_core.demo.evaluate import evaluate_outputs, headline
+    from mv4d_core.demo.evaluate import evaluate_outputs
     from mv4d_core.demo.outputs_bag import read_outputs
     from mv4d_core.demo.pointcloud_render import render_points, write_ply
     from mv4d_core.demo.report import Section
+    from mv4d_core.eval.command import markdown_groups
     from mv4d_core.eval.report import markdown_report
+    from mv4d_core.eval.scoring import headline, lidar_depth_target
     from mv4d_core.pipeline import infer_command
 
     out_bag = work / "output_bag"
@@ -253,13 +232,12 @@ def run_dataset(name: str, in_bag, work, ckpt, model_cfg, frames_gt, dt_s, metho
     log(f"[{name}] mv4d infer -> {out_bag} ({time.perf_counter() - t:.1f} s)")
 
     grid = model_cfg.grid
-    semantic = getattr(model_cfg, "num_semantic_classes", 0) > 0
     frames = list(read_frames(out_bag))
     if frames_gt is not None:
         frames = _with_gt(frames, frames_gt)
     outputs = read_outputs(out_bag, grid)
-    ev = evaluate_outputs(frames, outputs, grid, method, semantic, dt_s, train_frames)
-    summary = ", ".join(f"{k} {v:.3f}" for k, v in headline(ev).items())
+    ev = evaluate_outputs(frames, outputs, grid, method, train_frames)
+    summary = ", ".join(f"{k} {v:.3f}" for k, v in headline(ev.results, method).items())
     log(f"[{name}] evaluated {ev.frames} frame(s) from the output bag: {summary}")
 
     sec = Section(title=name, results={"from_output_bag": ev.results}, notes=list(ev.notes))
@@ -269,31 +247,19 @@ def run_dataset(name: str, in_bag, work, ckpt, model_cfg, frames_gt, dt_s, metho
                  f"(stamp {_middle(frames).stamp_ns})",
                  f"headline (model, from the output bag): {summary or 'no metric available'}; baselines in the tables"]
     sec.metrics_md = ("# Scored from the output bag (what the node publishes: thresholded occupancy, published "
-                      "flow and depth topics)\n\n" + markdown_report(ev.results, title=name, per_class=semantic)
-                      .split("\n", 1)[1])
-    t = time.perf_counter()
-    official = run_official_eval(eval_source, ckpt, work / "eval.json",
-                                 log=lambda m: log(f"[{name}] {m} ({time.perf_counter() - t:.1f} s)"))
-    if isinstance(official, str):
-        sec.notes.append(official)
-    else:
-        results, md = official
-        sec.results["mv4d_eval"] = results
-        sec.metrics_md += ("\n# `mv4d eval` on the same data (model re-run from the checkpoint; occupancy = "
-                           "SDF <= 0, also under the SelfOcc protocol)\n\n" + md.split("\n", 1)[1])
+                      "flow and depth topics; `mv4d eval` scores the same way)\n\n"
+                      + markdown_groups(ev.results, markdown_report))
 
     frame = _middle(frames)
     out = outputs.for_frame(frame)
     tag = "UNTRAINED — " if label == UNTRAINED_LABEL else ""
-    from mv4d_core.eval.baselines import frame_depth_targets
-
-    ref = frame_depth_targets(frame)
+    ref = frame.gt.depth_m if frame.gt is not None and frame.gt.depth_m is not None else lidar_depth_target(frame)
     png = panels.camera_depth_panel(frame, out.depth_m, work / "cameras_depth.png",
                                     f"{tag}{name}: cameras and predicted depth", reference=ref,
                                     reference_label="LiDAR depth (projected)" if real else "GT depth")
     sec.images.append(("Cameras with predicted depth" + (" and projected LiDAR" if real else " and GT depth"), png))
     gt = frame.gt
-    png = panels.bev_occupancy_panel(out.occupied, out.labels if semantic else None, grid, work / "bev_occupancy.png",
+    png = panels.bev_occupancy_panel(out.occupied, None, grid, work / "bev_occupancy.png",
                                      f"{tag}{name}: occupancy, bird's-eye view (x forward up)",
                                      gt.occupancy if gt is not None else None,
                                      gt.occupancy_grid if gt is not None else None)
@@ -359,10 +325,10 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from mv4d_core.data.synth import DEFAULT_DT_S, generate_sequence, load_gt_sidecar
+    from mv4d_core.data.synth import generate_sequence, load_gt_sidecar
     from mv4d_core.data.synth import command as synth_command
     from mv4d_core.demo.report import write_report
-    from mv4d_core.pipeline.engines import EngineError, load_checkpoint_model
+    from mv4d_core.engines import EngineError, load_checkpoint_model
 
     try:
         _model, model_cfg = load_checkpoint_model(ckpt)
@@ -394,8 +360,8 @@ def run(args: argparse.Namespace) -> int:
         gts = load_gt_sidecar(syn)
         # Fit the constant-depth baseline on a training seed, not on the evaluated drive.
         train_frames = generate_sequence(2, seed=0, size=size)
-        sec = run_dataset("synthetic", syn / "bag", syn, ckpt, model_cfg, gts, DEFAULT_DT_S, method, label,
-                          args.render, args.device, syn, train_frames=train_frames, log=log)
+        sec = run_dataset("synthetic", syn / "bag", syn, ckpt, model_cfg, gts, method, label,
+                          args.render, args.device, train_frames=train_frames, log=log)
         sec.intro.insert(0, f"procedural street, seed {args.seed}, {args.frames} frames at 10 Hz, "
                             f"{size} cameras (6), exact ground truth (`synthetic/gt.npz`)")
         sections.append(sec)
@@ -422,8 +388,8 @@ def run(args: argparse.Namespace) -> int:
                 raise DemoError(f"`mv4d convert nuscenes` failed on {real_root} (exit {rc})")
             log(f"[nuscenes] mv4d convert nuscenes: {scene}, {args.nuscenes_frames} keyframes -> {nus / 'input_bag'} "
                 f"({time.perf_counter() - t:.1f} s)")
-            sec = run_dataset("nuscenes", nus / "input_bag", nus, ckpt, model_cfg, None, 0.5, method, label,
-                              args.render, args.device, nus / "input_bag", real=True, log=log)
+            sec = run_dataset("nuscenes", nus / "input_bag", nus, ckpt, model_cfg, None, method, label,
+                              args.render, args.device, real=True, log=log)
             sec.intro.insert(0, f"real nuScenes {real_version} scene {scene}, {args.nuscenes_frames} keyframes "
                                 f"(2 Hz), cameras resized to {args.nuscenes_image_size}; reference depth = LiDAR "
                                 "projected into the cameras (no occupancy / flow ground truth)")

@@ -22,15 +22,13 @@ from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 class BagOutputs:
     """Decoded outputs of one frame (base_link).
 
-    * ``occupied`` (X, Y, Z) bool, ``labels`` (X, Y, Z) uint8 (0 = free), ``prob`` (X, Y, Z) float32
-      (0 where not published); ``flow_mps`` (X, Y, Z, 3) float32 (0 where not published).
+    * ``occupied`` (X, Y, Z) bool, ``prob`` (X, Y, Z) float32 (0 where not published); ``flow_mps`` (X, Y, Z, 3) float32 (0 where not published).
     * ``depth_m``: camera name -> (h, w) float32 (NaN invalid); ``depth_K``: camera -> (3, 3).
     * ``points_xyz`` (P, 3) float32, ``points_rgb`` (P, 3) uint8.
     """
 
     stamp_ns: int
     occupied: np.ndarray | None = None
-    labels: np.ndarray | None = None
     prob: np.ndarray | None = None
     flow_mps: np.ndarray | None = None
     depth_m: dict[str, np.ndarray] = field(default_factory=dict)
@@ -46,18 +44,16 @@ def _grid_index(grid: VoxelGridSpec, xyz: np.ndarray) -> tuple[np.ndarray, np.nd
     return idx, inside
 
 
-def scatter_occupancy(cloud: np.ndarray, grid: VoxelGridSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Structured occupancy cloud (x, y, z, label, prob) -> ``(occupied, labels, prob)`` volumes."""
+def scatter_occupancy(cloud: np.ndarray, grid: VoxelGridSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Structured occupancy cloud (x, y, z, prob) -> ``(occupied, prob)`` volumes."""
     xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], -1)
     idx, inside = _grid_index(grid, xyz)
     idx = idx[inside]
     occupied = np.zeros(grid.shape, bool)
-    labels = np.zeros(grid.shape, np.uint8)
     prob = np.zeros(grid.shape, np.float32)
     occupied[tuple(idx.T)] = True
-    labels[tuple(idx.T)] = np.asarray(cloud["label"])[inside]
     prob[tuple(idx.T)] = np.asarray(cloud["prob"])[inside]
-    return occupied, labels, prob
+    return occupied, prob
 
 
 def scatter_flow(cloud: np.ndarray, grid: VoxelGridSpec) -> np.ndarray:
@@ -127,7 +123,7 @@ def read_outputs(path: str | Path, grid: VoxelGridSpec, node_name: str = "mv4d_p
                 continue
             out = bag.frames.setdefault(stamp, BagOutputs(stamp))
             if name == "occupancy":
-                out.occupied, out.labels, out.prob = scatter_occupancy(read_points(msg), grid)
+                out.occupied, out.prob = scatter_occupancy(read_points(msg), grid)
             elif name == "flow":
                 out.flow_mps = scatter_flow(read_points(msg), grid)
             elif name == "points":

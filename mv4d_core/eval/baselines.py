@@ -5,6 +5,8 @@
   their minimum (ground where it is nearer than the constant, the constant elsewhere);
 * occupancy: all free, and a ground slab (the voxel layer holding the ground plane);
 * flow: zero flow (what a static-world model predicts).
+
+:class:`mv4d_core.eval.scoring.Scorer` scores them through the same path as the model.
 """
 
 from __future__ import annotations
@@ -83,74 +85,4 @@ def ground_slab_occupancy(grid: VoxelGridSpec, free_class: int, occupied_class: 
         layer |= z_hi <= ground_z_m
     out = np.full(grid.shape, free_class, dtype=np.int64)
     out[:, :, layer] = occupied_class
-    return out
-
-
-def zero_flow(num_points: int) -> np.ndarray:
-    """``(P, 3)`` zeros: the static-world flow prediction."""
-    return np.zeros((num_points, 3), dtype=np.float32)
-
-
-def frame_depth_targets(frame, min_depth_m: float = 1.0, max_depth_m: float = 80.0) -> np.ndarray | None:
-    """``(N, H, W)`` reference depth of a :class:`FrameRecord`: exact GT depth when present
-    (synthetic), else the sparse LiDAR depth image (0 = no return), else None."""
-    if frame.gt is not None and frame.gt.depth_m is not None:
-        return np.asarray(frame.gt.depth_m, dtype=np.float32)
-    if frame.lidar_xyz is None or len(frame.lidar_xyz) == 0:
-        return None
-    from mv4d_core.losses.lidar_depth import lidar_depth_image, project_lidar_to_cameras
-
-    h, w = frame.image_size
-    proj = project_lidar_to_cameras(frame.lidar_xyz.astype(np.float64), frame.intrinsics, frame.T_base_cam, w, h,
-                                    min_depth_m, max_depth_m)
-    return lidar_depth_image(proj, w, h)
-
-
-def evaluate_baselines(frames, train_frames=None, ground_z_m: float = 0.0, far_m: float = 80.0,
-                       dynamic_threshold_m: float = 0.05) -> dict:
-    """Every baseline scored on ``frames`` with the mv4d metrics.
-
-    The constant depth is the median GT depth of ``train_frames`` (default: ``frames`` themselves,
-    flagged in the result as ``constant_depth_fit_on_eval``). Occupancy baselines need
-    ``gt.occupancy`` (mv4d classes), flow needs ``gt.point_flow_m``; missing parts are omitted.
-    Returns ``{"depth": {name: DepthMetrics.compute()}, "occupancy": {name: OccupancyMetrics.compute()},
-    "flow": {"zero": FlowMetrics.compute()}, "constant_depth_m": float, "constant_depth_fit_on_eval": bool}``.
-    """
-    from mv4d_core.data.classes import FREE, ROAD
-    from mv4d_core.eval.metrics import DepthMetrics, FlowMetrics, OccupancyMetrics
-
-    frames = list(frames)
-    fit_on_eval = train_frames is None
-    train = frames if fit_on_eval else list(train_frames)
-    train_depths = [d for d in (frame_depth_targets(f) for f in train) if d is not None]
-    out: dict = {"depth": {}, "occupancy": {}, "flow": {}, "constant_depth_fit_on_eval": fit_on_eval}
-    if train_depths:
-        const = ConstantDepthBaseline(max_gt_m=far_m).fit(train_depths)
-        out["constant_depth_m"] = const.depth_m
-        acc = {"constant": DepthMetrics(), "ground_plane": DepthMetrics(), "ground_plane_or_constant": DepthMetrics()}
-        for f in frames:
-            gt = frame_depth_targets(f)
-            if gt is None:
-                continue
-            h, w = f.image_size
-            plane = ground_plane_depth(f.intrinsics, f.T_base_cam, h, w, ground_z_m, far_m)
-            for c, name in enumerate(f.camera_names):
-                acc["constant"].update(const.predict(gt[c].shape), gt[c], camera=name)
-                acc["ground_plane"].update(plane[c], gt[c], camera=name)
-                acc["ground_plane_or_constant"].update(np.minimum(plane[c], const.depth_m), gt[c], camera=name)
-        out["depth"] = {k: v.compute() for k, v in acc.items()}
-    occ_frames = [f for f in frames if f.gt is not None and f.gt.occupancy is not None]
-    if occ_frames:
-        acc_o = {"all_free": OccupancyMetrics(), "ground_slab": OccupancyMetrics()}
-        for f in occ_frames:
-            grid = f.gt.occupancy_grid
-            acc_o["all_free"].update(all_free_occupancy(grid, FREE), f.gt.occupancy)
-            acc_o["ground_slab"].update(ground_slab_occupancy(grid, FREE, ROAD, ground_z_m), f.gt.occupancy)
-        out["occupancy"] = {k: v.compute() for k, v in acc_o.items()}
-    flow_frames = [f for f in frames if f.gt is not None and f.gt.point_flow_m is not None]
-    if flow_frames:
-        acc_f = FlowMetrics(dynamic_threshold_m)
-        for f in flow_frames:
-            acc_f.update(zero_flow(len(f.gt.point_flow_m)), f.gt.point_flow_m)
-        out["flow"] = {"zero": acc_f.compute()}
     return out

@@ -22,8 +22,8 @@ from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 from mv4d_core.losses.base import LossSet
 from mv4d_core.losses.regularizers import FlowSmoothnessLoss, SparsityLoss
 from mv4d_core.render.field import sample_volume
-from mv4d_core.training.data import select_chamfer_points, select_ground_points
-from mv4d_core.training.flow_chamfer import ChamferFlowLoss, GroundStaticFlowLoss
+from mv4d_core.losses.flow_chamfer import (ChamferFlowLoss, GroundStaticFlowLoss, select_chamfer_points,
+                                           select_ground_points)
 
 
 @dataclass(frozen=True)

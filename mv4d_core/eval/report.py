@@ -1,9 +1,8 @@
 """Markdown tables of evaluation results, the model next to its baselines.
 
 ``results`` maps a method name to ``{"depth": DepthMetrics.compute(), "occupancy":
-OccupancyMetrics.compute(), "flow": FlowMetrics.compute()}`` (any part may be missing);
-:func:`baseline_methods` turns :func:`mv4d_core.eval.baselines.evaluate_baselines` output into
-that form.
+OccupancyMetrics.compute(), "flow": FlowMetrics.compute()}`` (any part may be missing), the
+layout of :meth:`mv4d_core.eval.scoring.Scorer.results`.
 """
 
 from __future__ import annotations
@@ -31,15 +30,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def baseline_methods(baselines: dict) -> dict[str, dict]:
-    """``evaluate_baselines`` output -> ``{"baseline: <name>": {"depth" | "occupancy" | "flow": ...}}``."""
-    methods: dict[str, dict] = {}
-    for part in ("depth", "occupancy", "flow"):
-        for name, res in baselines.get(part, {}).items():
-            methods.setdefault(f"baseline: {name}", {})[part] = res
-    return methods
 
 
 def markdown_report(results: dict[str, dict], title: str = "mv4d evaluation", per_class: bool = True) -> str:

@@ -1,6 +1,6 @@
-"""Deployment: export the inference graph to ONNX (``onnx_export``, ``graph``), and the engines that
-run it behind the pipeline's Engine interface (``engines_onnx``: onnxruntime; ``engines_tensorrt``:
-TensorRT with an on-disk engine cache). ``mv4d export`` is ``command``.
+"""Deployment: export ``MV4DModel.forward`` to one ONNX file (``onnx_export``, ``wrapper``) and build
+the cached TensorRT engine of it; ``mv4d export`` is ``command``. The engines that run the file live in
+``mv4d_core.engines``.
 
 Nothing here imports torch, onnx or TensorRT at package import time.
 """

@@ -47,9 +47,8 @@ def _model_from_args(args):
 
     import torch
 
+    from mv4d_core.engines import default_checkpoint, load_checkpoint, load_checkpoint_model
     from mv4d_core.models import build_model
-    from mv4d_core.pipeline.engines import default_checkpoint, load_checkpoint_model
-    from mv4d_core.training.checkpoint import load
 
     if args.random_init:
         cfg = _config_from_arg(args.config or "tiny")
@@ -61,7 +60,7 @@ def _model_from_args(args):
                          "give --checkpoint PATH (or --random-init for a smoke export)")
     if not path.is_file():
         raise ValueError(f"--checkpoint {path} does not exist")
-    ckpt = load(path)
+    ckpt = load_checkpoint(path)
     stored = ckpt.get("model_config") if isinstance(ckpt, dict) else None
     if stored is not None or not args.config:
         model, cfg = load_checkpoint_model(path)
@@ -83,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from mv4d_core.export.onnx_export import ExportError, export_onnx, read_model_info
-    from mv4d_core.pipeline.engines import EngineError
+    from mv4d_core.engines import EngineError
+    from mv4d_core.engines.onnx_format import read_model_info
+    from mv4d_core.export.onnx_export import ExportError, export_onnx
 
     out = Path(args.onnx)
     if args.build_only and not args.tensorrt:
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.tensorrt:
-            from mv4d_core.export.engines_tensorrt import require_tensorrt
+            from mv4d_core.engines.tensorrt_engine import require_tensorrt
 
             require_tensorrt()  # before a long export that could not be used
         if not args.build_only:
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             read_model_info(out)  # a clear error for a missing or foreign file before TensorRT starts
         if args.tensorrt:
-            from mv4d_core.export.engines_tensorrt import build_engine
+            from mv4d_core.engines.tensorrt_engine import build_engine
 
             prep = build_engine(out, args.tensorrt, args.engine_cache, args.force_rebuild)
             state = "built" if prep.built else "cached"

@@ -1,37 +1,29 @@
-"""Export the mv4d inference graph to one self-contained ONNX file (torch dynamo exporter, opset 18).
+"""Export the mv4d model to one self-contained ONNX file (torch dynamo exporter, opset 18).
 
-What is exported: :class:`mv4d_core.export.graph.InferenceGraph`, i.e. the eval-mode model from
-camera images + intrinsics + extrinsics (+ previous volume + ego motion when the model is temporal)
-to occupancy probability, SDF, flow, colour, per-camera depth and the state volume for the next
-frame. Input/output names and shapes are listed in ``graph``'s docstring and stored in the file.
+What is exported: ``MV4DModel.forward`` itself, through :class:`mv4d_core.export.wrapper.ExportWrapper`
+(positional tensors in, a tuple out): camera images + intrinsics + extrinsics (+ previous volume,
+ego motion and ``prev_valid`` when the model is temporal) to occupancy probability, flow,
+per-camera depth and the state volume for the next frame. Names are
+:func:`mv4d_core.engines.arrays.input_names` / ``output_names`` and are stored in the file.
 
 Decisions (each checked in ``test/test_export.py``):
 
 * **Exporter and format.** ``torch.onnx.export(..., dynamo=True, external_data=False)``: the dynamo
   exporter is the supported one in torch 2.13; ``external_data=False`` keeps the weights inside the
   ``.onnx`` file (dynamo writes ``.onnx.data`` otherwise) so one file is the deployable artefact.
-  Opset 18: the dynamo exporter cannot down-convert below 18 (dependencies.md section 3), and
-  TensorRT 10 parses opsets 9-20; requesting an opset < 18 is refused with an error.
-* **LSS voxel pooling** (``index_add`` of the points that fall inside the grid, i.e. boolean indexing
-  with a data-dependent count) is restated as :func:`graph.voxel_pool_static`: every frustum point is
-  scattered, outside points into a per-sample dump row that is sliced off. One ``ScatterND`` with
-  ``reduction="add"``; shapes depend on the config only. Non-finite points fail the range
-  comparisons, so no ``IsInf``/``IsNaN`` ops are emitted (TensorRT 8.x cannot parse ``IsInf``), and
-  per-axis ANDs replace ``all()`` (no ReduceMin over booleans). Not verified here (no TensorRT on the
-  development machines): that a given TensorRT's parser accepts ScatterND's ``reduction`` attribute
-  (opset 16+). The frustum -> voxel index is computed *inside* the graph from the
-  ``intrinsics``/``T_base_cam`` inputs (element-wise ops on ~76k points for the tiny config), so one
-  exported file serves any rig calibration and the ROS node can take extrinsics from /tf_static at
-  run time; precomputing the index map outside the graph would only pay off for a fixed rig and
-  would turn a calibration change into silently wrong voxels.
-* **Temporal warp** (``grid_sample`` on a 5D volume: ONNX has it only from opset 20 and TensorRT's
-  GridSample is 4D) is restated as :func:`graph.trilinear_sample_gather`: the 8 trilinear corners as
-  row ``Gather``s from a (voxels, channels) table with ``align_corners=False`` / zero-padding
-  weights, equal to ``F.grid_sample`` to float rounding. It costs ~50 ms of the tiny model's
-  ~150 ms heads stage in onnxruntime on one CPU thread (``bench/bench_engines.py``).
-* **Optional previous frame** (a Python ``if prev_volume is None`` in training code) becomes the
-  input ``prev_valid`` (B,): 0 multiplies the warped volume and its mask away, which is exactly the
-  model's first-frame path, so one graph serves the first and later frames.
+  Opset 18: the dynamo exporter does not produce a lower opset, and TensorRT 10 parses opsets 9-20;
+  requesting an opset < 18 is refused with an error.
+* **LSS voxel pooling** (``models.lift.voxel_pool``) scatters every frustum point with one
+  ``ScatterND(reduction="add")``, outside points into a dump row, so shapes depend on the config
+  only. Not verified here (no TensorRT on the development machines): that a given TensorRT's parser
+  accepts ScatterND's ``reduction`` attribute (opset 16+). The frustum -> voxel index is computed
+  *inside* the graph from the ``intrinsics``/``T_base_cam`` inputs, so one exported file serves any
+  rig calibration and the ROS node can take extrinsics from /tf_static at run time.
+* **Temporal warp**: ``grid_sample`` on a 5D volume exists in ONNX only from opset 20 and TensorRT's
+  GridSample is 4D, so while exporting the model samples the previous volume with 8 row gathers
+  (``models.temporal.trilinear_sample_gather``, equal to ``F.grid_sample`` to float rounding).
+* **Optional previous frame** is the input ``prev_valid`` (B,): 0 multiplies the warped volume and
+  its mask away, so one graph serves the first and later frames.
 * **MAE masking** is a training-only branch; the graph is traced in eval mode, so it is absent.
 * **Dynamic batch**: dimension 0 of every input and output is the symbolic ``batch`` (traced with an
   example batch of 2, because ``torch.export`` specialises sizes 0 and 1). Camera count, image size
@@ -41,7 +33,6 @@ Decisions (each checked in ``test/test_export.py``):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -49,14 +40,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from mv4d_core.engines.base import EngineError
+from mv4d_core.engines.onnx_format import FORMAT_VERSION, META_PREFIX, OnnxModelInfo, load_proto, onnx_opset
+
 LOG = logging.getLogger("mv4d.export")
 
 #: Smallest opset the dynamo exporter can produce (and the one mv4d ships).
 MIN_OPSET = 18
 DEFAULT_OPSET = 18
-#: Bumped when the graph's inputs/outputs change meaning; engines refuse files of another version.
-FORMAT_VERSION = 1
-META_PREFIX = "mv4d."
 
 
 class ExportError(RuntimeError):
@@ -76,20 +67,6 @@ class ExportResult:
     seconds: float
 
 
-@dataclass(frozen=True)
-class OnnxModelInfo:
-    """The mv4d metadata of an exported file (see :func:`read_model_info`)."""
-
-    model_config: object  # ModelConfig
-    input_names: tuple[str, ...]
-    output_names: tuple[str, ...]
-    temporal: bool
-    dynamic_batch: bool
-    opset: int
-    format_version: int
-    source: str
-
-
 def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True,
                 source: str = "", verbose: bool = False) -> ExportResult:
     """Export ``model`` (an ``MV4DModel``) to the single file ``path`` and validate it.
@@ -100,7 +77,7 @@ def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET, dynamic_bat
     import onnx
     import torch
 
-    from mv4d_core.export.graph import InferenceGraph, example_inputs
+    from mv4d_core.export.wrapper import ExportWrapper, example_inputs
 
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is not supported: the dynamo exporter produces opset >= {MIN_OPSET}")
@@ -108,7 +85,7 @@ def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET, dynamic_bat
     if path.suffix != ".onnx":
         raise ExportError(f"output path {path} must end with .onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = InferenceGraph(model)
+    graph = ExportWrapper(model)
     cfg = graph.cfg
     # Batch 2: torch.export specialises a traced dimension of size 1, which would pin the batch.
     example = example_inputs(cfg, batch=2 if dynamic_batch else 1, temporal_prev=True)
@@ -134,7 +111,7 @@ def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET, dynamic_bat
         "model_config": json.dumps(cfg.to_dict()),
         "inputs": json.dumps(list(names_in)),
         "outputs": json.dumps(list(names_out)),
-        "temporal": json.dumps(graph.temporal),
+        "temporal": json.dumps(bool(cfg.temporal)),
         "dynamic_batch": json.dumps(dynamic_batch),
         "format_version": str(FORMAT_VERSION),
         "source": source,
@@ -151,14 +128,6 @@ def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET, dynamic_bat
     return ExportResult(path, path.stat().st_size, opset, names_in, names_out, dynamic_batch, seconds)
 
 
-def onnx_opset(proto) -> int:
-    """Opset of the default ONNX domain."""
-    for imp in proto.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return int(imp.version)
-    raise ExportError("the ONNX file imports no default-domain opset")
-
-
 def validate_onnx(path: str | Path, min_opset: int = MIN_OPSET) -> None:
     """``onnx.checker`` (full check), single-file (no external data), opset >= ``min_opset``."""
     import onnx
@@ -167,7 +136,7 @@ def validate_onnx(path: str | Path, min_opset: int = MIN_OPSET) -> None:
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"ONNX file {path} does not exist")
-    proto = _load_proto(path)
+    proto = _proto(path)
     external = [t.name for t in proto.graph.initializer if uses_external_data(t)]
     if external:
         raise ExportError(f"{path} keeps {len(external)} tensors in external data (e.g. {external[0]!r}); "
@@ -176,50 +145,23 @@ def validate_onnx(path: str | Path, min_opset: int = MIN_OPSET) -> None:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"{path} fails onnx.checker: {e}") from None
-    opset = onnx_opset(proto)
+    opset = _opset(proto)
     if opset < min_opset:
         raise ExportError(f"{path} has opset {opset} < {min_opset}")
 
 
-def read_model_info(path: str | Path) -> OnnxModelInfo:
-    """The mv4d metadata of ``path``; raises :class:`ExportError` for files not written by
-    :func:`export_onnx` (or by an incompatible mv4d version)."""
-    from mv4d_core.models import ModelConfig
-
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"ONNX file {path} does not exist")
-    proto = _load_proto(path)
-    meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(META_PREFIX)}
-    if "model_config" not in meta:
-        raise ExportError(f"{path} has no mv4d metadata (export it with `mv4d export`)")
-    version = int(meta.get("format_version", "0"))
-    if version != FORMAT_VERSION:
-        raise ExportError(f"{path} has mv4d format_version {version}; this mv4d reads {FORMAT_VERSION} "
-                          "(re-export it with `mv4d export`)")
-    return OnnxModelInfo(
-        model_config=ModelConfig.from_dict(json.loads(meta["model_config"])),
-        input_names=tuple(json.loads(meta["inputs"])), output_names=tuple(json.loads(meta["outputs"])),
-        temporal=bool(json.loads(meta["temporal"])), dynamic_batch=bool(json.loads(meta["dynamic_batch"])),
-        opset=onnx_opset(proto), format_version=version, source=meta.get("source", ""))
-
-
-def _load_proto(path: Path):
-    import onnx
-
+def _proto(path: Path):
     try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends for non-ONNX bytes
-        raise ExportError(f"{path} is not a readable ONNX file ({type(e).__name__}: {e})") from None
+        return load_proto(path)
+    except EngineError as e:
+        raise ExportError(str(e)) from None
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes (the model part of TensorRT engine cache keys)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
+def _opset(proto) -> int:
+    try:
+        return onnx_opset(proto)
+    except EngineError as e:
+        raise ExportError(str(e)) from None
+
+
+__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "ExportError", "ExportResult", "OnnxModelInfo", "export_onnx", "validate_onnx"]

@@ -22,7 +22,7 @@ Errors name the offending field (``cameras[2].K``) so a broken file is fixed in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 

@@ -66,8 +66,6 @@ class ModelConfig:
     neck3d_layers: int = 2
     #: Temporal fusion of the ego-warped previous volume (concat + 1x1x1 conv).
     temporal: bool = True
-    #: Semantic classes of the optional semantic head (0 = no head).
-    num_semantic_classes: int = 0
     #: Ground height in base_link (m); the SDF head starts at ``s = z - ground_z_m``.
     ground_z_m: float = 0.0
     #: Initial NeuS sharpness parameter v (inv_s = exp(10 v)); SelfOcc 0.1, UniPAD 0.3.
@@ -146,6 +144,9 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> "ModelConfig":
         """Build from a dict; a ``size``/``base`` key picks the preset that the other keys override."""
         d = dict(d)
+        # A semantic head needs labels, which mv4d's label-free recipes do not have; a stored 0 means none.
+        if d.pop("num_semantic_classes", 0):
+            raise ValueError("ModelConfig: semantic heads are not supported (num_semantic_classes must be 0)")
         preset = d.pop("size", None) or d.pop("preset", None)
         start = cls.named(preset) if preset else cls()
         known = {f.name for f in fields(cls)}

@@ -1,4 +1,4 @@
-"""3D neck and per-voxel heads: SDF, colour, optional semantics, scene flow, confidence.
+"""3D neck and per-voxel heads: SDF, colour and scene flow.
 
 Units and frames (base_link, grid ``(X, Y, Z)``):
 
@@ -11,8 +11,11 @@ Units and frames (base_link, grid ``(X, Y, Z)``):
   margin of half a voxel a voxel counts as occupied when the surface passes through it, the way
   LiDAR-fused labels and Occ3D define occupancy; ``margin = 0`` is SelfOcc's ``1[s <= 0]``, which on a
   grid whose layer straddles the road (centre above it) can never mark the road layer occupied.
-* Colour in [0, 1] (sigmoid), semantic logits (K), flow in m/s along base_link axes (velocity of the
-  voxel content; last layer ~N(0, 1e-2), bias 0), confidence logit (1).
+* Colour in [0, 1] (sigmoid; trained by the rendered-RGB and photometric losses), flow in m/s along
+  base_link axes (velocity of the voxel content; last layer ~N(0, 1e-2), bias 0).
+
+Every head has a loss: there is no semantic head (no label-free source of classes here) and no
+confidence head.
 """
 
 from __future__ import annotations
@@ -49,8 +52,7 @@ class Neck3D(nn.Module):
 class VoxelHeads(nn.Module):
     """1x1x1 conv heads on the neck features. Returns a dict of volumes (see module docstring)."""
 
-    def __init__(self, channels: int, grid: VoxelGridSpec, num_semantic_classes: int = 0,
-                 ground_z_m: float = 0.0, flow_gate: bool = False) -> None:
+    def __init__(self, channels: int, grid: VoxelGridSpec, ground_z_m: float = 0.0, flow_gate: bool = False) -> None:
         super().__init__()
         self.sdf = nn.Conv3d(channels, 1, 1)
         self.rgb = nn.Conv3d(channels, 3, 1)
@@ -58,8 +60,6 @@ class VoxelHeads(nn.Module):
         # Optional motion gate: flow = velocity * sigmoid(gate), so "this voxel is static" is one
         # logit going negative instead of three velocity components held at zero.
         self.flow_gate = nn.Conv3d(channels, 1, 1) if flow_gate else None
-        self.confidence = nn.Conv3d(channels, 1, 1)
-        self.semantic = nn.Conv3d(channels, num_semantic_classes, 1) if num_semantic_classes > 0 else None
         nn.init.zeros_(self.sdf.weight)
         nn.init.zeros_(self.sdf.bias)
         nn.init.normal_(self.flow.weight, 0.0, 1e-2)
@@ -70,15 +70,11 @@ class VoxelHeads(nn.Module):
                              persistent=False)
 
     def forward(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {
+        return {
             "sdf": self.sdf(feats)[:, 0] + self.sdf_prior,            # (B, X, Y, Z) m
             "rgb": torch.sigmoid(self.rgb(feats)),                    # (B, 3, X, Y, Z)
             "flow_mps": self._flow(feats),                            # (B, 3, X, Y, Z)
-            "confidence_logit": self.confidence(feats)[:, 0],         # (B, X, Y, Z)
         }
-        if self.semantic is not None:
-            out["semantic_logits"] = self.semantic(feats)             # (B, K, X, Y, Z)
-        return out
 
     def _flow(self, feats: torch.Tensor) -> torch.Tensor:
         v = self.flow(feats)

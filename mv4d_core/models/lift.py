@@ -24,18 +24,16 @@ def depth_bin_centers(cfg: DepthConfig, device=None, dtype=torch.float32) -> tor
 
 
 def depth_distributions(logits8: torch.Tensor, logits4: torch.Tensor, depth_bins_m: torch.Tensor, batch: int,
-                        num_cameras: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        num_cameras: int) -> tuple[torch.Tensor, torch.Tensor]:
     """:class:`DepthNet` logits of the ``B*N`` images (``(B*N, D, h8, w8)`` and ``(B*N, D, h4, w4)``) ->
-    ``(depth_prob (B, N, D, h8, w8), depth_prob4 (B, N, D, h4, w4), depth_m (B, N, h4, w4))``: softmax
-    over the ``D`` bins; metric depth is the expectation over the bin centres ``depth_bins_m`` (D,).
-    Shared by the model and the export graph so both decode depth identically."""
+    ``(depth_prob (B, N, D, h8, w8), depth_m (B, N, h4, w4))``: softmax over the ``D`` bins; metric
+    depth is the expectation of the stride-4 distribution over the bin centres ``depth_bins_m`` (D,)."""
     D = depth_bins_m.shape[0]
     h8, w8 = logits8.shape[-2:]
     h4, w4 = logits4.shape[-2:]
     depth_prob = logits8.softmax(1).reshape(batch, num_cameras, D, h8, w8)
     depth_prob4 = logits4.softmax(1).reshape(batch, num_cameras, D, h4, w4)
-    depth_m = (depth_prob4 * depth_bins_m.reshape(1, 1, D, 1, 1)).sum(2)
-    return depth_prob, depth_prob4, depth_m
+    return depth_prob, (depth_prob4 * depth_bins_m.reshape(1, 1, D, 1, 1)).sum(2)
 
 
 def feature_pixel_centers(height: int, width: int, stride: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -68,30 +66,36 @@ def voxel_pool(values: torch.Tensor, points_base: torch.Tensor, grid: VoxelGridS
     """Sum point features into voxels.
 
     ``values`` (B, P, C) and ``points_base`` (B, P, 3) metres in base_link -> ``(B, C, X, Y, Z)``.
-    Points outside the grid (or non-finite) are dropped. Uses ``index_add_`` (deterministic on CPU,
-    atomic adds on CUDA); gradients flow to ``values`` only (indices are piecewise constant).
+    Every point is scattered with one ``index_add`` (ONNX ``ScatterND(reduction="add")``): points
+    outside the grid or non-finite go to a per-sample dump row that is sliced away, so no shape
+    depends on the data and the same code trains, runs and exports. Deterministic on CPU (atomic
+    adds on CUDA); gradients flow to ``values`` only (indices are piecewise constant).
     """
     B, P, C = values.shape
     X, Y, Z = grid.shape
-    lo = points_base.new_tensor(grid.range_min)
-    vs = points_base.new_tensor(grid.voxel_size)
+    V = X * Y * Z
     with torch.no_grad():
-        idx = torch.floor((points_base - lo) / vs)
+        lo = points_base.new_tensor(grid.range_min)
+        vs = points_base.new_tensor(grid.voxel_size)
         dims = points_base.new_tensor((X, Y, Z))
-        inside = torch.isfinite(idx).all(-1) & (idx >= 0).all(-1) & (idx < dims).all(-1)
-        idx = torch.where(inside[..., None], idx, torch.zeros_like(idx)).long()
-        flat = ((torch.arange(B, device=idx.device)[:, None] * X + idx[..., 0]) * Y + idx[..., 1]) * Z + idx[..., 2]
-        flat = flat[inside]
-    out = values.new_zeros(B * X * Y * Z, C)
-    out = out.index_add(0, flat, values[inside])
-    return out.view(B, X, Y, Z, C).permute(0, 4, 1, 2, 3).contiguous()
+        idx = torch.floor((points_base - lo) / vs)
+        # NaN/inf fail both comparisons, so no IsInf/IsNaN ops are exported (TensorRT 8.x cannot parse
+        # IsInf), and per-axis ANDs avoid a ReduceMin over booleans.
+        ok = (idx >= 0) & (idx < dims)
+        inside = ok[..., 0] & ok[..., 1] & ok[..., 2]                                    # (B, P)
+        idx = torch.where(inside[..., None], idx, torch.zeros_like(idx)).to(torch.int64)
+        flat = (idx[..., 0] * Y + idx[..., 1]) * Z + idx[..., 2]
+        flat = torch.where(inside, flat, torch.full_like(flat, V))
+        flat = flat + torch.arange(B, device=flat.device, dtype=torch.int64)[:, None] * (V + 1)
+    acc = values.new_zeros(B * (V + 1), C).index_add(0, flat.reshape(-1), values.reshape(-1, C))
+    return acc.view(B, V + 1, C)[:, :V].reshape(B, X, Y, Z, C).permute(0, 4, 1, 2, 3).contiguous()
 
 
 class DepthNet(nn.Module):
-    """Stride-8 features -> depth logits (D) + context (C); stride-4 refinement -> depth logits + confidence.
+    """Stride-8 features -> depth logits (D) + context (C); stride-4 refinement -> depth logits.
 
     The refinement adds a residual (zero-initialised, so training starts from the upsampled
-    stride-8 distribution) computed from the stride-4 skip and one confidence logit per pixel.
+    stride-8 distribution) computed from the stride-4 skip.
     """
 
     def __init__(self, in_channels: int, skip_channels: int, num_bins: int, context_channels: int,
@@ -103,20 +107,19 @@ class DepthNet(nn.Module):
         self.out = nn.Conv2d(in_channels, num_bins + context_channels, 1)
         self.refine = nn.Sequential(nn.Conv2d(skip_channels + in_channels, skip_channels, 3, 1, 1, bias=False),
                                     norm2d(skip_channels, groups), nn.ReLU(inplace=True),
-                                    nn.Conv2d(skip_channels, num_bins + 1, 1))
+                                    nn.Conv2d(skip_channels, num_bins, 1))
         nn.init.zeros_(self.refine[-1].weight)
         nn.init.zeros_(self.refine[-1].bias)
 
     def forward(self, feat8: torch.Tensor, skip4: torch.Tensor):
-        """-> (depth logits (B, D, h8, w8), context (B, C, h8, w8), logits4 (B, D, h4, w4), confidence4 (B, h4, w4))."""
+        """-> (depth logits (B, D, h8, w8), context (B, C, h8, w8), logits4 (B, D, h4, w4))."""
         y = self.trunk(feat8)
         out = self.out(y)
         logits8, context = out[:, : self.num_bins], out[:, self.num_bins:]
         up = F.interpolate(y, size=skip4.shape[-2:], mode="bilinear", align_corners=False)
         res = self.refine(torch.cat([skip4, up], 1))
         logits4 = F.interpolate(logits8, size=skip4.shape[-2:], mode="bilinear", align_corners=False)
-        logits4 = logits4 + res[:, : self.num_bins]
-        return logits8, context, logits4, res[:, self.num_bins]
+        return logits8, context, logits4 + res
 
 
 class LSSLift(nn.Module):

@@ -1,4 +1,10 @@
-"""The mv4d network: shared 2D encoder -> LSS lift -> temporal fusion -> 3D neck -> voxel heads."""
+"""The mv4d network: shared 2D encoder -> LSS lift -> temporal fusion -> 3D neck -> voxel heads.
+
+``forward`` is the one forward pass: training, the torch engine and the exported ONNX graph all run
+it. It has no data-dependent Python branches (the first frame of a sequence is ``prev_valid = 0``,
+voxel pooling scatters into a dump row, the temporal warp uses gathers while exporting), so
+``mv4d_core.export`` only wraps it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from mv4d_core.models.heads import Neck3D, VoxelHeads, occupancy_from_sdf
 from mv4d_core.models.inputs import ModelInputs
 from mv4d_core.models.lift import DepthNet, LSSLift, depth_bin_centers, depth_distributions
 from mv4d_core.models.neck import FPNNeck
-from mv4d_core.models.outputs import ModelOutputs, depth_map_intrinsics
+from mv4d_core.models.outputs import ModelOutputs
 from mv4d_core.models.temporal import TemporalFusion
 from mv4d_core.render.alpha import Sharpness
 
@@ -30,52 +36,60 @@ class MV4DModel(nn.Module):
         self.lift = LSSLift(cfg.grid, cfg.depth, cfg.feature_stride)
         self.temporal = TemporalFusion(cfg.volume_channels, cfg.grid) if cfg.temporal else None
         self.neck3d = Neck3D(cfg.volume_channels, cfg.head_channels, cfg.neck3d_layers)
-        self.heads = VoxelHeads(cfg.head_channels, cfg.grid, cfg.num_semantic_classes, cfg.ground_z_m,
-                                cfg.flow_gate)
+        self.heads = VoxelHeads(cfg.head_channels, cfg.grid, cfg.ground_z_m, cfg.flow_gate)
         self.sharpness = Sharpness(cfg.sharpness_init, cfg.sharpness_min_inv_s)
         self.register_buffer("depth_bins_m", depth_bin_centers(cfg.depth), persistent=False)
         #: Optional generator for reproducible MAE masks (tests/benchmarks).
         self.mask_generator: torch.Generator | None = None
 
-    def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B*N, 3, H, W)`` -> (stride-8 features, stride-4 skip); masks patches when training."""
+    # ------------------------------------------------------------------ stages
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images ``(B, N, 3, H, W)`` -> ``(depth_prob (B, N, D, h8, w8), context (B, N, C, h8, w8),
+        depth_m (B, N, h4, w4))``: 2D backbone, neck and depth net (MAE masking when training)."""
+        B, N, _, H, W = images.shape
+        x = images.reshape(B * N, 3, H, W)
         m = self.cfg.masking
         if self.training and m.enabled and m.ratio > 0:
-            keep = random_patch_mask(images.shape[0], images.shape[2], images.shape[3], m.patch_size, m.ratio,
-                                     self.mask_generator, images.device)
-            images = images * keep
-        return self.neck(self.backbone(images))
+            keep = random_patch_mask(x.shape[0], H, W, m.patch_size, m.ratio, self.mask_generator, x.device)
+            x = x * keep
+        feat8, skip4 = self.neck(self.backbone(x))
+        logits8, context, logits4 = self.depth_net(feat8, skip4)
+        depth_prob, depth_m = depth_distributions(logits8, logits4, self.depth_bins_m, B, N)
+        h8, w8 = logits8.shape[-2:]
+        return depth_prob, context.reshape(B, N, -1, h8, w8), depth_m
 
+    def fuse_previous(self, volume: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
+        """Temporal fusion of the ego-warped previous volume (zeros with ``prev_valid = 0`` when the
+        inputs carry no previous frame); identity for a model built with ``temporal=False``."""
+        if self.temporal is None:
+            return volume
+        prev, T, valid = inputs.prev_volume, inputs.T_prev_cur, inputs.prev_valid
+        if prev is None:  # structural (which inputs exist), never a branch on tensor values
+            B = volume.shape[0]
+            prev = torch.zeros_like(volume)
+            T = torch.eye(4, dtype=volume.dtype, device=volume.device).expand(B, 4, 4)
+            valid = volume.new_zeros(B)
+        return self.temporal(volume, prev, T, valid)
+
+    def decode(self, fused: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """3D neck + voxel heads -> (``{"sdf", "rgb", "flow_mps"}``, NeuS sharpness ``inv_s``)."""
+        return self.heads(self.neck3d(fused)), self.sharpness()
+
+    # ------------------------------------------------------------------ forward
     def forward(self, inputs: ModelInputs) -> ModelOutputs:
         cfg = self.cfg
-        B, N = inputs.batch_size, inputs.num_cameras
         H, W = inputs.image_size
         if (H, W) != (cfg.image_height, cfg.image_width):
             raise ValueError(f"ModelInputs.images are {H}x{W} but the model expects "
-                             f"{cfg.image_height}x{cfg.image_width}; use inputs_from_frames to resize")
-        feat8, skip4 = self.encode_images(inputs.images.reshape(B * N, 3, H, W))
-        logits8, context, logits4, conf4 = self.depth_net(feat8, skip4)
-        depth_prob, depth_prob4, depth_m = depth_distributions(logits8, logits4, self.depth_bins_m, B, N)
-        h8, w8 = logits8.shape[-2:]
-        h4, w4 = logits4.shape[-2:]
-        volume = self.lift(depth_prob, context.view(B, N, -1, h8, w8), inputs.intrinsics, inputs.T_base_cam)
-        fused = volume
-        if self.temporal is not None:
-            fused = self.temporal(volume, inputs.prev_volume, inputs.T_prev_cur)
-        feats = self.neck3d(fused)
-        heads = self.heads(feats)
-        inv_s = self.sharpness()
+                             f"{cfg.image_height}x{cfg.image_width}; resize with models.inputs.resize_cameras")
+        depth_prob, context, depth_m = self.encode(inputs.images)
+        volume = self.lift(depth_prob, context, inputs.intrinsics, inputs.T_base_cam)
+        heads, inv_s = self.decode(self.fuse_previous(volume, inputs))
         sdf = heads["sdf"]
-        field_parts = [sdf.unsqueeze(1), heads["rgb"]]
-        if "semantic_logits" in heads:
-            field_parts.append(heads["semantic_logits"])
         return ModelOutputs(
-            sdf=sdf, occupancy_prob=occupancy_from_sdf(sdf, inv_s, cfg.occupancy_margin_m), flow_mps=heads["flow_mps"], rgb=heads["rgb"],
-            semantic_logits=heads.get("semantic_logits"), voxel_confidence_logit=heads["confidence_logit"],
-            depth_m=depth_m, depth_prob4=depth_prob4, depth_confidence_logit=conf4.view(B, N, h4, w4),
-            depth_intrinsics=depth_map_intrinsics(inputs.intrinsics, (H, W), (h4, w4)),
-            depth_prob=depth_prob, depth_bins_m=self.depth_bins_m, features=feats,
-            field=torch.cat(field_parts, 1), state_volume=volume, inv_s=inv_s, grid=cfg.grid)
+            sdf=sdf, occupancy_prob=occupancy_from_sdf(sdf, inv_s, cfg.occupancy_margin_m),
+            flow_mps=heads["flow_mps"], rgb=heads["rgb"], depth_m=depth_m,
+            field=torch.cat([sdf.unsqueeze(1), heads["rgb"]], 1), state_volume=volume, inv_s=inv_s, grid=cfg.grid)
 
 
 def build_model(cfg: ModelConfig | str = "tiny") -> MV4DModel:

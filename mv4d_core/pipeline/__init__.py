@@ -1,5 +1,6 @@
 """Inference pipeline shared by the ROS node and the offline tools: parameters (``config``),
-engines (``engines``), ``PerceptionPipeline`` (``pipeline``) and message-ready arrays (``postprocess``).
+``PerceptionPipeline`` (``pipeline``), the published record (``outputs``), the stamp rule (``stamps``)
+and message-ready arrays (``postprocess``, ``messages``). Engines live in ``mv4d_core.engines``.
 
 Attributes are imported lazily so reading parameters does not import torch.
 """
@@ -9,11 +10,10 @@ from __future__ import annotations
 _EXPORTS = {
     "PerceptionConfig": "mv4d_core.pipeline.config",
     "ConfigError": "mv4d_core.pipeline.config",
-    "Engine": "mv4d_core.pipeline.engines",
-    "TorchEngine": "mv4d_core.pipeline.engines",
-    "create_engine": "mv4d_core.pipeline.engines",
     "PerceptionPipeline": "mv4d_core.pipeline.pipeline",
+    "PerceptionOutputs": "mv4d_core.pipeline.outputs",
     "FrameError": "mv4d_core.pipeline.pipeline",
+    "LateFrame": "mv4d_core.pipeline.pipeline",
     "output_arrays": "mv4d_core.pipeline.pipeline",
 }
 

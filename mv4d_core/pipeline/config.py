@@ -1,16 +1,19 @@
 """Perception parameters: one typed model shared by the ROS node and the offline tools.
 
-The parameter table :data:`PARAMETERS` is the single source of truth. From it come
+The fields of :class:`PerceptionConfig` and its groups (default, description and limits of each,
+written once with :func:`param`) are the single source of truth. From them come
 
-* the defaults and the validation of :class:`PerceptionConfig` (errors name the parameter),
-* the JSON schema shipped as ``config/mv4d.schema.json`` (:func:`json_schema`; a test checks
-  the shipped file equals it, so the two cannot drift),
-* the ROS parameter declarations of ``mv4d_ros.perception_node`` (dotted names such as
-  ``sync.slop_s``, exactly the keys under ``/**: ros__parameters:`` in ``config/mv4d.param.yaml``).
+* the parameter table :data:`PARAMETERS` (dotted ROS names such as ``sync.slop_s``) and the
+  validation of :meth:`PerceptionConfig.from_dict` (errors name the parameter),
+* the JSON schema shipped as ``config/mv4d.schema.json`` (:func:`json_schema`) and the parameter
+  file ``config/mv4d.param.yaml`` (:func:`param_yaml`); a test checks both shipped files equal
+  their generated form, so nothing can drift,
+* the ROS parameter declarations of ``mv4d_ros.perception_node`` (type, range, description).
 
-Regenerate the schema after editing the table::
+Regenerate both files after editing a field::
 
     python -m mv4d_core.pipeline.config --schema > config/mv4d.schema.json
+    python -m mv4d_core.pipeline.config --params-yaml > config/mv4d.param.yaml
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import json
 import math
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -58,67 +61,6 @@ class ParamSpec:
     exclusive_maximum: float | None = None
     enum: tuple[str, ...] | None = None
     pattern: str | None = None
-
-
-PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("camera_names", "str_list", list(NUSCENES_CAMERAS),
-              "Camera names in model order; topics are ~/input/<name>/image and ~/input/<name>/camera_info."),
-    ParamSpec("rig_file", "str", "",
-              "Rig YAML with intrinsics and extrinsics; empty = CameraInfo messages plus base_frame->camera "
-              "from /tf_static."),
-    ParamSpec("image_transport", "str", "raw",
-              "raw: sensor_msgs/Image on ~/input/<cam>/image; compressed: sensor_msgs/CompressedImage there.",
-              enum=IMAGE_TRANSPORTS),
-    ParamSpec("use_lidar", "bool", False,
-              "Subscribe ~/input/lidar (PointCloud2) and synchronize it with the cameras."),
-    ParamSpec("use_odometry", "bool", False,
-              "Subscribe ~/input/odometry (nav_msgs/Odometry, pose of base_frame in the odom/map frame) and fuse "
-              "the previous frame's volume (temporal fusion); false = every set is processed on its own."),
-    ParamSpec("odometry_tolerance_s", "float", 0.05,
-              "A set uses the odometry pose interpolated at its stamp only when an odometry message lies within "
-              "this many seconds of it; otherwise the set is processed without temporal fusion.",
-              exclusive_minimum=0.0, maximum=1.0),
-    ParamSpec("base_frame", "str", "base_link", "Frame of every 3D output (REP 105 base_link).",
-              pattern=r"^[A-Za-z_][A-Za-z0-9_/]*$"),
-    ParamSpec("input_qos", "str", "SENSOR_DATA",
-              "QoS of image/LiDAR subscriptions: SENSOR_DATA (best effort), SYSTEM_DEFAULT, DEFAULT, RELIABLE, "
-              "BEST_EFFORT, optionally _<depth>.", pattern=QOS_PATTERN),
-    ParamSpec("sync.slop_s", "float", 0.08,
-              "ApproximateTime slop: the largest stamp spread inside one camera(+LiDAR) set, seconds.",
-              exclusive_minimum=0.0, maximum=1.0),
-    ParamSpec("sync.queue_size", "int", 10, "Messages kept per input while waiting for a matching set.",
-              minimum=1, maximum=1000),
-    ParamSpec("engine", "str", "torch", "Inference engine.", enum=ENGINES),
-    ParamSpec("checkpoint", "str", "",
-              "Model checkpoint / exported model path; empty = the weights shipped with mv4d."),
-    ParamSpec("device", "str", "cpu", "Torch device: cpu, cuda or cuda:N.", pattern=DEVICE_PATTERN),
-    ParamSpec("occupancy_threshold", "float", 0.5, "A voxel is occupied when its probability is >= this.",
-              exclusive_minimum=0.0, exclusive_maximum=1.0),
-    ParamSpec("publish.occupancy", "bool", True, "Publish ~/output/occupancy (PointCloud2 of occupied voxel centres)."),
-    ParamSpec("publish.depth", "bool", True, "Publish ~/output/depth/<cam> (32FC1 metric depth)."),
-    ParamSpec("publish.points", "bool", True, "Publish ~/output/points (coloured points from depth)."),
-    ParamSpec("publish.flow", "bool", True, "Publish ~/output/flow (occupied voxels with velocity)."),
-    ParamSpec("publish.bev", "bool", True, "Publish ~/output/occupancy_bev (nav_msgs/OccupancyGrid)."),
-    ParamSpec("publish.markers", "bool", False, "Publish ~/output/occupancy_markers (debug MarkerArray, capped)."),
-    ParamSpec("max_markers", "int", 5000, "Hard cap on cubes in the debug MarkerArray (highest probability kept).",
-              minimum=1, maximum=MAX_MARKERS_LIMIT),
-    ParamSpec("points.stride", "int", 1,
-              "Keep every stride-th pixel of the (already stride-4) depth maps in ~/output/points.",
-              minimum=1, maximum=64),
-    ParamSpec("points.max_depth_m", "float", 60.0, "Depth pixels farther than this are left out of ~/output/points.",
-              exclusive_minimum=0.0),
-    ParamSpec("flow.min_speed_mps", "float", 0.0, "Occupied voxels slower than this are left out of ~/output/flow.",
-              minimum=0.0),
-    ParamSpec("bev.z_min_m", "float", -1.0, "Lower bound (base_frame z) of the slab collapsed into the BEV grid.",
-              minimum=-100.0, maximum=100.0),
-    ParamSpec("bev.z_max_m", "float", 3.0, "Upper bound (base_frame z) of the slab collapsed into the BEV grid.",
-              minimum=-100.0, maximum=100.0),
-    ParamSpec("log_throttle_s", "float", 5.0, "Each bad-input cause is logged at most once per this period.",
-              exclusive_minimum=0.0),
-    ParamSpec("diagnostics_period_s", "float", 1.0, "Period of /diagnostics messages.", exclusive_minimum=0.0),
-)
-
-_SPECS = {p.name: p for p in PARAMETERS}
 
 
 def _check_value(spec: ParamSpec, v: Any) -> Any:
@@ -163,63 +105,96 @@ def _check_value(spec: ParamSpec, v: Any) -> Any:
     return v
 
 
+def param(default: Any, description: str, **limits: Any) -> Any:
+    """A parameter field: its default, description and limits (``minimum``, ``maximum``,
+    ``exclusive_minimum``, ``exclusive_maximum``, ``enum``, ``pattern``) in one place."""
+    return field(default=default, metadata={"description": description, **limits})
+
+
 @dataclass(frozen=True)
 class SyncConfig:
-    slop_s: float = 0.08
-    queue_size: int = 10
+    slop_s: float = param(0.08, "ApproximateTime slop: the largest stamp spread inside one camera(+LiDAR) set, "
+                                "seconds.", exclusive_minimum=0.0, maximum=1.0)
+    queue_size: int = param(10, "Messages kept per input while waiting for a matching set.", minimum=1, maximum=1000)
 
 
 @dataclass(frozen=True)
 class PublishConfig:
-    occupancy: bool = True
-    depth: bool = True
-    points: bool = True
-    flow: bool = True
-    bev: bool = True
-    markers: bool = False
+    occupancy: bool = param(True, "Publish ~/output/occupancy (PointCloud2 of occupied voxel centres).")
+    depth: bool = param(True, "Publish ~/output/depth/<cam> (32FC1 metric depth).")
+    points: bool = param(True, "Publish ~/output/points (coloured points from depth).")
+    flow: bool = param(True, "Publish ~/output/flow (occupied voxels with velocity).")
+    bev: bool = param(True, "Publish ~/output/occupancy_bev (nav_msgs/OccupancyGrid).")
+    markers: bool = param(False, "Publish ~/output/occupancy_markers (debug MarkerArray, capped).")
 
 
 @dataclass(frozen=True)
 class PointsConfig:
-    stride: int = 1
-    max_depth_m: float = 60.0
+    stride: int = param(1, "Keep every stride-th pixel of the (already stride-4) depth maps in ~/output/points.",
+                        minimum=1, maximum=64)
+    max_depth_m: float = param(60.0, "Depth pixels farther than this are left out of ~/output/points.",
+                               exclusive_minimum=0.0)
 
 
 @dataclass(frozen=True)
 class FlowConfig:
-    min_speed_mps: float = 0.0
+    min_speed_mps: float = param(0.0, "Occupied voxels slower than this are left out of ~/output/flow.", minimum=0.0)
 
 
 @dataclass(frozen=True)
 class BevConfig:
-    z_min_m: float = -1.0
-    z_max_m: float = 3.0
+    z_min_m: float = param(-1.0, "Lower bound (base_frame z) of the slab collapsed into the BEV grid.",
+                           minimum=-100.0, maximum=100.0)
+    z_max_m: float = param(3.0, "Upper bound (base_frame z) of the slab collapsed into the BEV grid.",
+                           minimum=-100.0, maximum=100.0)
 
 
 @dataclass(frozen=True)
 class PerceptionConfig:
-    """Every perception parameter, validated. Build with :meth:`from_dict` / :meth:`from_yaml`."""
+    """Every perception parameter, validated. Build with :meth:`from_dict` / :meth:`from_yaml`.
 
-    camera_names: tuple[str, ...] = tuple(NUSCENES_CAMERAS)
-    rig_file: str = ""
-    image_transport: str = "raw"
-    use_lidar: bool = False
-    use_odometry: bool = False
-    odometry_tolerance_s: float = 0.05
-    base_frame: str = "base_link"
-    input_qos: str = "SENSOR_DATA"
+    The fields (defaults, descriptions, limits) are the parameter table: :data:`PARAMETERS`, the JSON
+    schema, the shipped parameter file and the node's declarations all derive from them."""
+
+    camera_names: tuple[str, ...] = param(
+        tuple(NUSCENES_CAMERAS),
+        "Camera names in model order; topics are ~/input/<name>/image and ~/input/<name>/camera_info.")
+    rig_file: str = param("", "Rig YAML with intrinsics and extrinsics; empty = CameraInfo messages plus "
+                              "base_frame->camera from /tf_static.")
+    image_transport: str = param("raw", "raw: sensor_msgs/Image on ~/input/<cam>/image; compressed: "
+                                        "sensor_msgs/CompressedImage there.", enum=IMAGE_TRANSPORTS)
+    use_lidar: bool = param(False, "Subscribe ~/input/lidar (PointCloud2) and synchronize it with the cameras.")
+    use_odometry: bool = param(False, "Subscribe ~/input/odometry (nav_msgs/Odometry, pose of base_frame in the "
+                                      "odom/map frame) and fuse the previous frame's volume (temporal fusion); "
+                                      "false = every set is processed on its own.")
+    odometry_tolerance_s: float = param(
+        0.05, "A set uses the odometry pose interpolated at its stamp only when an odometry message lies within "
+              "this many seconds of it; otherwise the set is processed without temporal fusion.",
+        exclusive_minimum=0.0, maximum=1.0)
+    base_frame: str = param("base_link", "Frame of every 3D output (REP 105 base_link).",
+                            pattern=r"^[A-Za-z_][A-Za-z0-9_/]*$")
+    input_qos: str = param("SENSOR_DATA", "QoS of image/LiDAR subscriptions: SENSOR_DATA (best effort), "
+                                          "SYSTEM_DEFAULT, DEFAULT, RELIABLE, BEST_EFFORT, optionally _<depth>.",
+                           pattern=QOS_PATTERN)
+    max_clock_jump_s: float = param(
+        1.0, "A message or set older than the newest on its input by at most this is late (dropped, counted); "
+             "a larger jump back (bag loop, restarted clock) resets synchronizer and temporal state.",
+        exclusive_minimum=0.0)
     sync: SyncConfig = field(default_factory=SyncConfig)
-    engine: str = "torch"
-    checkpoint: str = ""
-    device: str = "cpu"
-    occupancy_threshold: float = 0.5
+    engine: str = param("torch", "Inference engine.", enum=ENGINES)
+    checkpoint: str = param("", "Model checkpoint / exported model path; empty = the weights shipped with mv4d.")
+    device: str = param("cpu", "Torch device: cpu, cuda or cuda:N.", pattern=DEVICE_PATTERN)
+    occupancy_threshold: float = param(0.5, "A voxel is occupied when its probability is >= this.",
+                                       exclusive_minimum=0.0, exclusive_maximum=1.0)
     publish: PublishConfig = field(default_factory=PublishConfig)
-    max_markers: int = 5000
+    max_markers: int = param(5000, "Hard cap on cubes in the debug MarkerArray (highest probability kept).",
+                             minimum=1, maximum=MAX_MARKERS_LIMIT)
     points: PointsConfig = field(default_factory=PointsConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     bev: BevConfig = field(default_factory=BevConfig)
-    log_throttle_s: float = 5.0
-    diagnostics_period_s: float = 1.0
+    log_throttle_s: float = param(5.0, "Each bad-input cause is logged at most once per this period.",
+                                  exclusive_minimum=0.0)
+    diagnostics_period_s: float = param(1.0, "Period of /diagnostics messages.", exclusive_minimum=0.0)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], strict: bool = True) -> "PerceptionConfig":
@@ -264,6 +239,45 @@ class PerceptionConfig:
                 out[name] = getattr(self, name)
         out["camera_names"] = list(out["camera_names"])
         return out
+
+
+_GROUPS = {"sync": SyncConfig, "publish": PublishConfig, "points": PointsConfig, "flow": FlowConfig,
+           "bev": BevConfig}
+
+
+def _param_type(default: Any) -> str:
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    if isinstance(default, str):
+        return "str"
+    if isinstance(default, (tuple, list)):
+        return "str_list"
+    raise TypeError(f"no parameter type for default {default!r}")
+
+
+def _specs(cls, prefix: str = "") -> list[ParamSpec]:
+    out = []
+    for f in fields(cls):
+        if f.name in _GROUPS and prefix == "":
+            out += _specs(_GROUPS[f.name], f"{f.name}.")
+            continue
+        meta = dict(f.metadata)
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        limits = {k: meta[k] for k in ("minimum", "maximum", "exclusive_minimum", "exclusive_maximum", "pattern")
+                  if k in meta}
+        if "enum" in meta:
+            limits["enum"] = tuple(meta["enum"])
+        out.append(ParamSpec(prefix + f.name, _param_type(f.default), default, meta["description"], **limits))
+    return out
+
+
+#: The parameter table, derived from the :class:`PerceptionConfig` fields (dotted ROS names).
+PARAMETERS: tuple[ParamSpec, ...] = tuple(_specs(PerceptionConfig))
+_SPECS = {p.name: p for p in PARAMETERS}
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -338,12 +352,40 @@ def json_schema() -> dict:
     }
 
 
+def param_yaml() -> str:
+    """``config/mv4d.param.yaml``: every parameter at its default under ``/**: ros__parameters``, each
+    preceded by its description as a comment."""
+    import textwrap
+
+    def scalar(v: Any) -> str:
+        return yaml.safe_dump(v, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+    lines = ["# Parameters of the mv4d perception node at their defaults (generated from",
+             "# mv4d_core/pipeline/config.py: python -m mv4d_core.pipeline.config --params-yaml).",
+             "# Dotted ROS names (sync.slop_s) are nested mappings here; config/mv4d.schema.json checks the file.",
+             "/**:", "  ros__parameters:"]
+    group = None
+    for spec in PARAMETERS:
+        parts = spec.name.split(".")
+        indent = "    " if len(parts) == 1 else "      "
+        if len(parts) == 2 and parts[0] != group:
+            lines.append(f"    {parts[0]}:")
+        group = parts[0] if len(parts) == 2 else None
+        for text in textwrap.wrap(spec.description, 100 - len(indent) - 2):
+            lines.append(f"{indent}# {text}")
+        lines.append(f"{indent}{parts[-1]}: {scalar(spec.default)}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--schema"]:
         print(json.dumps(json_schema(), indent=2))
         return 0
-    print("usage: python -m mv4d_core.pipeline.config --schema", file=sys.stderr)
+    if argv == ["--params-yaml"]:
+        sys.stdout.write(param_yaml())
+        return 0
+    print("usage: python -m mv4d_core.pipeline.config --schema | --params-yaml", file=sys.stderr)
     return 2
 
 

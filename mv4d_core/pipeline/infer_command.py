@@ -48,10 +48,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mv4d_core.data.rosbag_io import ReadStats, infer_topic_map, read_frames
+    from mv4d_core.engines import EngineError, create_engine
     from mv4d_core.geometry.rig import Rig, RigError
     from mv4d_core.msgs import MsgFactory
     from mv4d_core.pipeline.config import ConfigError, PerceptionConfig
-    from mv4d_core.pipeline.engines import create_engine
     from mv4d_core.pipeline.messages import output_messages
     from mv4d_core.pipeline.pipeline import FrameError, PerceptionPipeline, output_arrays
 
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             cfg = PerceptionConfig.from_dict({"camera_names": list(first.camera_names)})
         engine = create_engine(args.engine, args.checkpoint, args.device)
         pipeline = PerceptionPipeline(engine, cfg, temporal=not args.no_temporal)
-    except ConfigError as e:
+    except (ConfigError, EngineError) as e:
         print(f"mv4d infer: {e}", file=sys.stderr)
         return 2
     want = {k for k in ("occupancy", "points", "flow", "depth", "bev") if getattr(cfg.publish, k)}

@@ -8,32 +8,39 @@ infer``), so a bag replay and the live node compute the same thing::
     arrays = output_arrays(out, pipeline.config)  # message-ready arrays (postprocess.py)
 
 Temporal state: with ``temporal=True`` the engine fuses the previous frame, warped by the ego
-motion ``T_prev_cur`` from the frames' ``T_world_base``. A stamp that does not increase (a bag
-looping, a clock jump back) or a gap longer than ``max_gap_s`` resets that state first. A frame
-whose ego pose is unknown (``process(frame, pose_known=False)``, e.g. the live node without an
+motion ``T_prev_cur`` from the frames' ``T_world_base``. Stamps follow :mod:`mv4d_core.pipeline.stamps`:
+a frame older than the previous one by more than ``config.max_clock_jump_s`` (a bag looping, a
+restarted clock) resets that state first, a frame older by less is late and refused
+(:class:`LateFrame`); a gap longer than ``max_gap_s`` resets too. A frame whose ego pose is unknown (``process(frame, pose_known=False)``, e.g. the live node without an
 odometry sample at its stamp, or a non-finite ``T_world_base``) resets it too and leaves none
 behind: it is processed on its own and the next frame starts a new sequence.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from mv4d_core.data.frame import FrameRecord
+from mv4d_core.engines import Engine, EngineInputs, EngineOutputs
 from mv4d_core.geometry.camera import PinholeCamera
-from mv4d_core.models.inputs import relative_pose, resize_image
-from mv4d_core.models.outputs import PerceptionOutputs
-from mv4d_core.pipeline.config import PerceptionConfig
-from mv4d_core.pipeline.engines import Engine, EngineInputs, EngineOutputs
+from mv4d_core.models.inputs import relative_pose, resize_cameras, resize_image
+from mv4d_core.pipeline.config import ConfigError, PerceptionConfig
+from mv4d_core.pipeline.outputs import PerceptionOutputs
 from mv4d_core.pipeline.postprocess import (BevGrid, CubeList, backproject_depth, bev_grid, depth_image,
                                             flow_points, marker_cubes, occupied_voxels, points_cloud)
+from mv4d_core.pipeline.stamps import CLOCK_JUMP_BACK, LATE, classify_stamp
 
 
 class FrameError(ValueError):
     """A frame does not fit the pipeline (missing camera, wrong image layout); names the cause."""
+
+
+class LateFrame(FrameError):
+    """A frame older than the previous one by at most ``max_clock_jump_s``: refused, state untouched."""
 
 
 @dataclass
@@ -81,7 +88,6 @@ class PerceptionPipeline:
         self._prev: FrameRecord | None = None
         n = engine.spec.num_cameras
         if n is not None and n != len(self.config.camera_names):
-            from mv4d_core.pipeline.config import ConfigError
             raise ConfigError("camera_names", f"{len(self.config.camera_names)} cameras configured but the engine "
                                               f"{engine.spec.name!r} expects {n}")
 
@@ -102,17 +108,15 @@ class PerceptionPipeline:
         if missing:
             raise FrameError(f"frame {frame.stamp_ns}: missing camera(s) {missing} (has {list(frame.camera_names)})")
         idx = [list(frame.camera_names).index(c) for c in names]
-        return FrameRecord(frame.stamp_ns, names, frame.images[idx], frame.intrinsics[idx], frame.T_base_cam[idx],
-                           frame.T_world_base, frame.lidar_xyz, frame.lidar_intensity, frame.lidar_time_offset_s,
-                           None if frame.camera_stamps_ns is None else np.asarray(frame.camera_stamps_ns)[idx],
-                           frame.gt, frame.source)
+        return dataclasses.replace(
+            frame, camera_names=names, images=frame.images[idx], intrinsics=frame.intrinsics[idx],
+            T_base_cam=frame.T_base_cam[idx],
+            camera_stamps_ns=None if frame.camera_stamps_ns is None else np.asarray(frame.camera_stamps_ns)[idx])
 
     def preprocess(self, frame: FrameRecord) -> Preprocessed:
         """Resize to the engine's input size and move ``K`` with it (same rule as training)."""
         h_m, w_m = self.engine.spec.image_hw
-        h, w = frame.image_size
-        rgb = np.stack([resize_image(im, w_m, h_m) for im in frame.images])
-        Ks = np.stack([PinholeCamera(K, w, h).resized(w_m, h_m).K for K in frame.intrinsics])
+        rgb, Ks = resize_cameras(frame.images, frame.intrinsics, h_m, w_m)
         images = np.ascontiguousarray(rgb.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
         T_prev_cur = None
         if self.temporal and self._prev is not None:
@@ -121,35 +125,25 @@ class PerceptionPipeline:
                                          T_prev_cur), rgb)
 
     def postprocess(self, frame: FrameRecord, pre: Preprocessed, out: EngineOutputs) -> PerceptionOutputs:
-        """Engine arrays -> :class:`PerceptionOutputs` (occupancy mask, labels, depth cloud)."""
+        """Engine arrays -> :class:`PerceptionOutputs` (occupancy mask, depth cloud)."""
         cfg = self.config
         grid = self.engine.spec.grid
         prob = np.asarray(out.occupancy_prob, np.float32)
         if prob.shape != grid.shape:
             raise FrameError(f"engine returned occupancy of shape {prob.shape}, grid is {grid.shape}")
         occupied = np.isfinite(prob) & (prob >= cfg.occupancy_threshold)
-        labels = None
-        if out.labels is not None:
-            from mv4d_core.data.classes import FREE
-            labels = np.where(occupied, out.labels, FREE).astype(np.uint8)
-        n = frame.num_cameras
         h_m, w_m = self.engine.spec.image_hw
-        if out.depth_m is not None:
-            depth = np.asarray(out.depth_m, np.float32)
-            dh, dw = depth.shape[1:]
-        else:
-            dh, dw = h_m // self.engine.spec.depth_stride, w_m // self.engine.spec.depth_stride
-            depth = np.full((n, dh, dw), np.nan, np.float32)
+        depth = np.asarray(out.depth_m, np.float32)
+        dh, dw = depth.shape[1:]
         Kd = np.stack([PinholeCamera(K, w_m, h_m).resized(dw, dh).K for K in pre.inputs.intrinsics])
         colors = np.stack([resize_image(im, dw, dh) for im in pre.images_rgb])
         xyz, rgb, cam = backproject_depth(depth, Kd, frame.T_base_cam, colors, stride=cfg.points.stride,
                                           max_depth_m=cfg.points.max_depth_m)
-        flow = out.flow_mps if out.flow_mps is not None else np.zeros(grid.shape + (3,), np.float32)
         return PerceptionOutputs(
             stamp_ns=int(frame.stamp_ns), frame_id=cfg.base_frame, grid=grid, occupancy_prob=prob,
-            occupied=occupied, occupancy_labels=labels, camera_names=list(frame.camera_names), depth_m=depth,
+            occupied=occupied, camera_names=list(frame.camera_names), depth_m=depth,
             depth_intrinsics=Kd, T_base_cam=np.asarray(frame.T_base_cam, np.float64), points_xyz=xyz,
-            points_rgb=rgb, points_camera=cam, flow_mps=np.asarray(flow, np.float32))
+            points_rgb=rgb, points_camera=cam, flow_mps=np.asarray(out.flow_mps, np.float32))
 
     def process(self, frame: FrameRecord, pose_known: bool = True) -> PerceptionOutputs:
         """Run one frame. Raises :class:`FrameError` for frames that do not fit (nothing is changed then).
@@ -160,9 +154,13 @@ class PerceptionPipeline:
         frame = self.ordered(frame)
         pose_known = pose_known and bool(np.all(np.isfinite(frame.T_world_base)))
         if self._prev is not None:
+            order = classify_stamp(self._prev.stamp_ns, frame.stamp_ns, self.config.max_clock_jump_s)
             dt_s = (frame.stamp_ns - self._prev.stamp_ns) * 1e-9
-            if dt_s <= 0:
-                self.reset("clock_jump_back")
+            if order == LATE:
+                raise LateFrame(f"frame {frame.stamp_ns} is {-dt_s:.3f} s older than the previous frame "
+                                f"(within max_clock_jump_s {self.config.max_clock_jump_s} s): late, dropped")
+            if order == CLOCK_JUMP_BACK:
+                self.reset(CLOCK_JUMP_BACK)
             elif dt_s > self.max_gap_s:
                 self.reset("gap")
             elif not pose_known:
@@ -176,8 +174,7 @@ class PerceptionPipeline:
         # Without a pose this frame cannot be the reference of the next one's ego motion.
         self._prev = frame if pose_known else None
         self.stats.frames += 1
-        fused = raw.fused_previous if raw.fused_previous is not None else pre.inputs.T_prev_cur is not None
-        self.stats.temporal_frames += int(fused)
+        self.stats.temporal_frames += int(raw.fused_previous)
         self.timings = Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return out
 
@@ -206,8 +203,7 @@ def output_arrays(out: PerceptionOutputs, config: PerceptionConfig,
                   want: set[str] | frozenset | None = None) -> OutputArrays:
     """The arrays of the outputs in ``want`` (default: those enabled by ``config.publish``).
 
-    Occupancy (and markers) use ``out.occupied``; labels default to 0 when the model has no
-    semantic head.
+    Occupancy (and markers) use ``out.occupied``.
     """
     if want is None:
         want = {k for k in OUTPUT_KINDS if getattr(config.publish, k)}
@@ -215,11 +211,11 @@ def output_arrays(out: PerceptionOutputs, config: PerceptionConfig,
     thr = config.occupancy_threshold
     prob = np.where(out.occupied, out.occupancy_prob, 0.0).astype(np.float32)
     if "occupancy" in want or "markers" in want:
-        vox = occupied_voxels(prob, out.grid, thr, out.occupancy_labels)
+        vox = occupied_voxels(prob, out.grid, thr)
         if "occupancy" in want:
             res.occupancy = vox
         if "markers" in want:
-            res.markers = marker_cubes(vox, config.max_markers)
+            res.markers = marker_cubes(vox, out.grid, config.max_markers)
     if "points" in want:
         res.points = points_cloud(out.points_xyz, out.points_rgb)
     if "flow" in want:

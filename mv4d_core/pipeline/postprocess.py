@@ -3,7 +3,7 @@
 Every 3D result is in ``base_link``; every function is pure. Point clouds come back as numpy
 structured arrays whose field names, dtypes and offsets are the PointCloud2 layout to publish:
 
-* :data:`OCCUPANCY_DTYPE` ``x, y, z`` float32, ``label`` uint8, ``prob`` float32 (20-byte points)
+* :data:`OCCUPANCY_DTYPE` ``x, y, z, prob`` float32 (16-byte points)
 * :data:`POINTS_DTYPE` ``x, y, z, rgb`` float32, ``rgb`` = packed ``0x00RRGGBB`` read as float32
   (the PCL/RViz "RGB8" convention)
 * :data:`FLOW_DTYPE` ``x, y, z, vx, vy, vz`` float32 (m, m/s)
@@ -18,9 +18,8 @@ import numpy as np
 from mv4d_core.geometry.transforms import transform_points
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 
-OCCUPANCY_DTYPE = np.dtype({"names": ["x", "y", "z", "label", "prob"],
-                            "formats": ["<f4", "<f4", "<f4", "u1", "<f4"],
-                            "offsets": [0, 4, 8, 12, 16], "itemsize": 20})
+OCCUPANCY_DTYPE = np.dtype({"names": ["x", "y", "z", "prob"], "formats": ["<f4"] * 4,
+                            "offsets": [0, 4, 8, 12], "itemsize": 16})
 POINTS_DTYPE = np.dtype({"names": ["x", "y", "z", "rgb"], "formats": ["<f4"] * 4,
                          "offsets": [0, 4, 8, 12], "itemsize": 16})
 FLOW_DTYPE = np.dtype({"names": ["x", "y", "z", "vx", "vy", "vz"], "formats": ["<f4"] * 6,
@@ -34,12 +33,9 @@ def _check_volume(name: str, a: np.ndarray, grid: VoxelGridSpec, trailing: tuple
     return a
 
 
-def occupied_voxels(occupancy_prob: np.ndarray, grid: VoxelGridSpec, threshold: float,
-                    labels: np.ndarray | None = None) -> np.ndarray:
-    """Centres of voxels with ``prob >= threshold`` as an :data:`OCCUPANCY_DTYPE` array ``(M,)``.
-
-    ``occupancy_prob`` and ``labels`` are ``(X, Y, Z)``; without labels every point gets label 0.
-    Points come out in C order of ``(ix, iy, iz)`` so equal inputs give byte-identical clouds.
+def occupied_voxels(occupancy_prob: np.ndarray, grid: VoxelGridSpec, threshold: float) -> np.ndarray:
+    """Centres of voxels with ``prob >= threshold`` (``(X, Y, Z)``) as an :data:`OCCUPANCY_DTYPE` array
+    ``(M,)``. Points come out in C order of ``(ix, iy, iz)`` so equal inputs give byte-identical clouds.
     """
     prob = _check_volume("occupancy_prob", occupancy_prob, grid)
     occ = np.isfinite(prob) & (prob >= threshold)
@@ -48,9 +44,6 @@ def occupied_voxels(occupancy_prob: np.ndarray, grid: VoxelGridSpec, threshold: 
     xyz = grid.index_to_metric(idx).astype(np.float32)
     out["x"], out["y"], out["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     out["prob"] = prob[occ].astype(np.float32)
-    if labels is not None:
-        lab = _check_volume("labels", labels, grid)
-        out["label"] = np.clip(lab[occ], 0, 255).astype(np.uint8)
     return out
 
 
@@ -127,13 +120,6 @@ def points_cloud(xyz: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def depth_points(depth_m: np.ndarray, intrinsics: np.ndarray, T_base_cam: np.ndarray, colors: np.ndarray,
-                 stride: int = 1, max_depth_m: float = np.inf) -> np.ndarray:
-    """:func:`backproject_depth` as one coloured :data:`POINTS_DTYPE` cloud."""
-    xyz, rgb, _ = backproject_depth(depth_m, intrinsics, T_base_cam, colors, stride, max_depth_m)
-    return points_cloud(xyz, rgb)
-
-
 def depth_image(depth_m: np.ndarray) -> np.ndarray:
     """One ``(h, w)`` depth map as a C-contiguous float32 image for a ``32FC1`` message.
 
@@ -181,34 +167,26 @@ def bev_grid(occupancy_prob: np.ndarray, grid: VoxelGridSpec, z_min_m: float, z_
                    origin_xyz=(grid.range_min[0], grid.range_min[1], float(z_min_m)))
 
 
-def label_color(label: int) -> tuple[float, float, float]:
-    """RGB (0..1) of a class id: the mv4d class palette, then a fixed golden-ratio hue walk for ids
-    beyond it (so every id has a distinct, run-independent colour)."""
-    from mv4d_core.data.classes import PALETTE
-
-    label = int(label)
-    if 0 < label < len(PALETTE):  # 0 (free) is black in the palette: invisible in RViz, so hue-walk it
-        return tuple(float(c) / 255.0 for c in PALETTE[label])
-    h = (label * 0.618033988749895) % 1.0
-    s, v = 0.75, 0.95
-    i = int(h * 6)
-    f = h * 6 - i
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    return [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i % 6]
+def height_color(z_m: float, z_min_m: float, z_max_m: float) -> tuple[float, float, float]:
+    """RGB (0..1) of a height: a blue -> green -> red ramp over ``[z_min_m, z_max_m]`` (clamped)."""
+    t = 0.0 if z_max_m <= z_min_m else min(1.0, max(0.0, (z_m - z_min_m) / (z_max_m - z_min_m)))
+    if t < 0.5:
+        return 0.0, 2 * t, 1.0 - 2 * t
+    return 2 * t - 1.0, 2.0 - 2 * t, 0.0
 
 
 @dataclass(frozen=True)
 class CubeList:
-    """One ``CUBE_LIST`` marker: every cube of one class, ``points`` ``(K, 3)`` float32 centres."""
+    """One ``CUBE_LIST`` marker: every cube of one voxel layer, ``points`` ``(K, 3)`` float32 centres."""
 
-    label: int
+    layer: int
     points: np.ndarray
     color_rgba: tuple[float, float, float, float]
 
 
-def marker_cubes(voxels: np.ndarray, max_markers: int) -> list[CubeList]:
-    """Occupied voxels (:data:`OCCUPANCY_DTYPE`) -> one cube list per label, at most ``max_markers``
-    cubes in total (the most probable ones are kept), labels ascending.
+def marker_cubes(voxels: np.ndarray, grid: VoxelGridSpec, max_markers: int) -> list[CubeList]:
+    """Occupied voxels (:data:`OCCUPANCY_DTYPE`) -> one cube list per z layer of ``grid`` coloured by
+    height, at most ``max_markers`` cubes in total (the most probable ones are kept), layers ascending.
 
     The node publishes a ``DELETEALL`` marker before these (in-place CUBE_LIST updates degrade RViz2).
     """
@@ -219,9 +197,11 @@ def marker_cubes(voxels: np.ndarray, max_markers: int) -> list[CubeList]:
         # Stable sort on -prob keeps equal-probability voxels in grid order: deterministic output.
         keep = np.sort(np.argsort(-v["prob"], kind="stable")[:max_markers])
         v = v[keep]
+    layer = np.floor((np.asarray(v["z"], np.float64) - grid.range_min[2]) / grid.voxel_size[2]).astype(np.int64)
     out = []
-    for lab in np.unique(v["label"]):
-        sel = v[v["label"] == lab]
+    for k in np.unique(layer):
+        sel = v[layer == k]
         pts = np.stack([sel["x"], sel["y"], sel["z"]], -1).astype(np.float32)
-        out.append(CubeList(int(lab), pts, (*label_color(int(lab)), 1.0)))
+        z = grid.range_min[2] + (k + 0.5) * grid.voxel_size[2]
+        out.append(CubeList(int(k), pts, (*height_color(z, grid.range_min[2], grid.range_max[2]), 1.0)))
     return out

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mv4d_core.engines.checkpoint import load_checkpoint
 from mv4d_core.utils.atomic_write import atomic_open
 
 
@@ -21,13 +22,8 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # torch raises several types for truncated/corrupt files
-        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
+    """:func:`mv4d_core.engines.load_checkpoint` (one-line errors for missing or unreadable files)."""
+    return load_checkpoint(path, map_location)
 
 
 def rng_state() -> dict:

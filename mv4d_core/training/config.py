@@ -125,12 +125,12 @@ class ExtraLossConfig:
 
     * ``flow_chamfer``: label-free LiDAR scene flow — truncated Chamfer distance between the
       non-ground LiDAR points of ``t`` moved by the predicted flow and ego motion, and the points
-      of ``t+1`` (see :mod:`mv4d_core.training.flow_chamfer`).
+      of ``t+1`` (see :mod:`mv4d_core.losses.flow_chamfer`).
     * ``lidar_depth_head``: L1 of the depth *head* (the published per-camera depth) at LiDAR
       pixels, so real-data depth does not depend only on the render -> head distillation.
     * ``flow_ground_static``: LiDAR returns at or below ``chamfer_ground_z_m`` are road surface,
       which does not move: mean squared predicted displacement ``|v(p) dt|^2`` (m^2; see
-      :class:`~mv4d_core.training.flow_chamfer.GroundStaticFlowLoss` for why squared). The Chamfer term drops ground points (a flat road matches itself under any
+      :class:`~mv4d_core.losses.flow_chamfer.GroundStaticFlowLoss` for why squared). The Chamfer term drops ground points (a flat road matches itself under any
       in-plane shift), so without this term nothing but the global sparsity prior holds the flow
       of the most common surface at zero.
 

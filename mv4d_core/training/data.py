@@ -1,182 +1,43 @@
 """Training data: ``(t-1, t, t+1)`` frame triplets with precomputed LiDAR supervision.
 
 Sources (see :class:`~mv4d_core.training.config.DataConfig`) become :class:`Sequence` s of
-:class:`FrameRecord` via the owners' readers — ``mv4d synth`` folders (H1's ``read_frames`` +
-H2's ``load_gt_sidecar``), rosbag2 bags (``read_frames`` with an optional TopicMap), nuScenes
-dataroots (H2's ``NuScenesReader``) and in-memory synthetic drives (``generate_sequence``).
+:class:`FrameRecord` through :mod:`mv4d_core.data.sources` (``mv4d synth`` folders, rosbag2 bags,
+nuScenes dataroots, in-memory synthetic drives).
 
 :class:`TripletDataset` decodes and resizes every frame once (tiny sizes: ~300 kB per 6-camera
 frame), so CPU training is not dominated by decoding, and precomputes per sample everything that
-does not depend on the network: projected LiDAR depth per camera (H4's
-``project_lidar_to_cameras``), fused ±k-sweep occupancy labels with ray-cast free space (H4's
-``fused_occupancy_labels``) and the LiDAR point sets of the self-supervised scene-flow term.
+does not depend on the network: projected LiDAR depth per camera
+(:func:`mv4d_core.losses.lidar_depth.project_lidar_to_cameras`), fused ±k-sweep occupancy labels with
+ray-cast free space (:func:`mv4d_core.losses.occupancy_focal.fused_occupancy_labels`) and the LiDAR
+point sets of the self-supervised scene-flow term.
 ``__getitem__`` only returns cached arrays, so it is deterministic per index (bit-exact resume).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Sequence as Seq
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from mv4d_core.data.frame import FrameRecord
-from mv4d_core.geometry.camera import PinholeCamera
-from mv4d_core.geometry.transforms import invert_transform, transform_points
-from mv4d_core.geometry.voxel_grid import VoxelGridSpec
+from mv4d_core.data.sources import Sequence
+from mv4d_core.data.sources import load_sequences as load_source_sequences
+from mv4d_core.geometry.transforms import invert_transform
+from mv4d_core.losses.flow_chamfer import select_chamfer_points, select_ground_points
 from mv4d_core.models.config import ModelConfig
-from mv4d_core.models.inputs import resize_image
+from mv4d_core.models.inputs import resize_cameras
 
 log = logging.getLogger(__name__)
 
-#: LiDAR height used for free-space ray casting when a source does not say where its LiDAR is.
-DEFAULT_LIDAR_ORIGIN_M = (0.0, 0.0, 1.8)
-
-
-@dataclass
-class Sequence:
-    """Consecutive frames of one drive. ``lidar_origin_base`` (3,) m: LiDAR position in base_link."""
-
-    name: str
-    frames: list[FrameRecord]
-    lidar_origin_base: np.ndarray = field(default_factory=lambda: np.asarray(DEFAULT_LIDAR_ORIGIN_M))
-
-
-# ------------------------------------------------------------------------------------------ sources
-
-
-def source_kind(path: str | Path) -> str:
-    """``synth-memory`` (``synth:SEED:FRAMES``), ``synth`` (folder with ``gt.npz`` and ``bag``),
-    ``nuscenes`` (folder holding ``v1.0-*``) or ``bag``."""
-    if str(path).startswith("synth:"):
-        return "synth-memory"
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"data source {p} does not exist")
-    if p.is_dir() and (p / "gt.npz").is_file() and (p / "bag").exists():
-        return "synth"
-    if p.is_dir() and any(c.is_dir() and c.name.startswith("v1.0-") for c in p.iterdir()):
-        return "nuscenes"
-    return "bag"
-
-
-def parse_frame_slice(spec: str | None, n: int) -> list[int]:
-    """``"a:b"`` / ``"a:"`` / ``":b"`` / ``"i,j,k"`` -> frame indices within ``0..n-1`` (None = all)."""
-    if spec is None or str(spec).strip() == "":
-        return list(range(n))
-    spec = str(spec).strip()
-    if ":" in spec:
-        a, b = spec.split(":", 1)
-        return list(range(n))[slice(int(a) if a else None, int(b) if b else None)]
-    idx = [int(x) for x in spec.split(",") if x.strip()]
-    bad = [i for i in idx if not 0 <= i < n]
-    if bad:
-        raise ValueError(f"frame indices {bad} outside 0..{n - 1}")
-    return idx
-
-
-def _rig_lidar_origin(folder: Path) -> np.ndarray | None:
-    rig_path = folder / "rig.yaml"
-    if not rig_path.is_file():
-        return None
-    from mv4d_core.geometry.rig import Rig
-
-    rig = Rig.from_yaml(rig_path)
-    return None if rig.lidar is None else np.asarray(rig.lidar.T_base_lidar, np.float64)[:3, 3]
-
-
-def load_synth_dir(folder: str | Path, topic_map=None) -> Sequence:
-    """A ``mv4d synth`` folder: frames from ``DIR/bag`` with ``gt`` attached from ``DIR/gt.npz``."""
-    from mv4d_core.data.rosbag_io import read_frames
-    from mv4d_core.data.synth import load_gt_sidecar
-
-    folder = Path(folder)
-    gts = load_gt_sidecar(folder)
-    frames = []
-    for f in read_frames(folder / "bag", topic_map):
-        if f.stamp_ns not in gts:
-            raise ValueError(f"{folder}: frame stamp {f.stamp_ns} has no entry in gt.npz")
-        f.gt = gts[f.stamp_ns]
-        frames.append(f)
-    origin = _rig_lidar_origin(folder)
-    return Sequence(folder.name, frames, origin if origin is not None else np.asarray(DEFAULT_LIDAR_ORIGIN_M))
-
-
-def load_bag(path: str | Path, topic_map=None) -> Sequence:
-    from mv4d_core.data.rosbag_io import read_frames
-
-    path = Path(path)
-    frames = list(read_frames(path, topic_map))
-    origin = _rig_lidar_origin(path.parent if path.is_file() else path)
-    return Sequence(path.name, frames, origin if origin is not None else np.asarray(DEFAULT_LIDAR_ORIGIN_M))
-
-
-def load_nuscenes(dataroot: str | Path, version: str | None, scenes: list[str] | None,
-                  image_size: tuple[int, int] | None) -> list[Sequence]:
-    """One :class:`Sequence` per scene; images resized to ``image_size`` (W, H) while reading."""
-    from mv4d_core.data.nuscenes import NuScenesReader
-
-    dataroot = Path(dataroot)
-    if version is None:
-        found = sorted(c.name for c in dataroot.iterdir() if c.is_dir() and c.name.startswith("v1.0-"))
-        if len(found) != 1:
-            raise ValueError(f"{dataroot}: set data.nuscenes_version (found {found})")
-        version = found[0]
-    reader = NuScenesReader.open(dataroot, version)
-    out = []
-    for name in scenes or reader.scene_names:
-        frames = list(reader.frames([name], image_size))
-        out.append(Sequence(name, frames, np.asarray(reader.T_base_lidar(name))[:3, 3]))
-    return out
-
-
-def parse_synth_spec(spec: str) -> tuple[int, int]:
-    """``"synth:SEED:FRAMES"`` -> ``(seed, frames)``."""
-    parts = str(spec).split(":")
-    if len(parts) != 3 or parts[0] != "synth":
-        raise ValueError(f"in-memory synthetic source must be 'synth:SEED:FRAMES', got {spec!r}")
-    try:
-        return int(parts[1]), int(parts[2])
-    except ValueError:
-        raise ValueError(f"in-memory synthetic source must be 'synth:SEED:FRAMES' with integers, got {spec!r}") from None
-
-
-def synth_sequence(seed: int, frames: int) -> Sequence:
-    """The ``mv4d synth --seed SEED --frames FRAMES`` drive rendered in memory (with GT)."""
-    from mv4d_core.data.synth import generate_sequence, synthetic_rig
-
-    rig = synthetic_rig("tiny")
-    return Sequence(f"synth-seed{seed}", generate_sequence(int(frames), int(seed)),
-                    np.asarray(rig.lidar.T_base_lidar)[:3, 3])
-
 
 def load_sequences(data_cfg, image_size: tuple[int, int] | None = None) -> list[Sequence]:
-    """All sequences of a :class:`DataConfig` (``image_size`` (W, H) lets nuScenes resize on read),
-    each cut to ``data_cfg.frames``."""
-    topic_map = None
-    if data_cfg.topic_map:
-        from mv4d_core.data.topic_map import TopicMap
-
-        topic_map = TopicMap.from_yaml(data_cfg.topic_map)
-    seqs = [synth_sequence(seed, data_cfg.synth_frames) for seed in data_cfg.synth_seeds]
-    for src in data_cfg.sources:
-        kind = source_kind(src)
-        if kind == "synth-memory":
-            seqs.append(synth_sequence(*parse_synth_spec(src)))
-        elif kind == "synth":
-            seqs.append(load_synth_dir(src, topic_map))
-        elif kind == "nuscenes":
-            seqs.extend(load_nuscenes(src, data_cfg.nuscenes_version, data_cfg.nuscenes_scenes, image_size))
-        else:
-            seqs.append(load_bag(src, topic_map))
-    for s in seqs:
-        keep = parse_frame_slice(data_cfg.frames, len(s.frames))
-        s.frames = [s.frames[i] for i in keep]
-    return seqs
+    """The sequences of a :class:`~mv4d_core.training.config.DataConfig` (see
+    :func:`mv4d_core.data.sources.load_sequences`)."""
+    return load_source_sequences(data_cfg.sources, data_cfg.synth_seeds, data_cfg.synth_frames, data_cfg.topic_map,
+                                 data_cfg.nuscenes_version, data_cfg.nuscenes_scenes, data_cfg.frames, image_size)
 
 
 # ------------------------------------------------------------------------------------------ samples
@@ -232,9 +93,8 @@ def cache_frame(frame: FrameRecord, cfg: ModelConfig, lidar_min_depth_m: float =
     if frame.num_cameras != cfg.num_cameras:
         raise ValueError(f"frame {frame.stamp_ns} ({frame.source}) has {frame.num_cameras} cameras; "
                          f"the model expects {cfg.num_cameras}")
-    h, w = frame.image_size
-    images = np.stack([resize_image(im, W, H) for im in frame.images]).transpose(0, 3, 1, 2).copy()
-    K = np.stack([PinholeCamera(k, w, h).resized(W, H).K for k in frame.intrinsics])
+    rgb, K = resize_cameras(frame.images, frame.intrinsics, H, W)
+    images = rgb.transpose(0, 3, 1, 2).copy()
     N = frame.num_cameras
     uv_list, d_list = [], []
     if frame.lidar_xyz is not None and len(frame.lidar_xyz):
@@ -257,33 +117,6 @@ def cache_frame(frame: FrameRecord, cfg: ModelConfig, lidar_min_depth_m: float =
                        T_world_base=frame.T_world_base.astype(np.float64), stamp_s=frame.stamp_ns * 1e-9,
                        lidar_xyz=None if frame.lidar_xyz is None else frame.lidar_xyz.astype(np.float32),
                        lidar_uv=uv, lidar_depth_m=dep, lidar_count=np.array([len(d) for d in d_list], np.int64))
-
-
-def select_chamfer_points(xyz: np.ndarray, grid: VoxelGridSpec, ground_z_m: float, max_points: int,
-                   rng: np.random.Generator) -> np.ndarray:
-    """Non-ground points inside the grid, randomly subsampled to ``max_points`` (``(P, 3)`` float32).
-
-    Ground returns are dropped (standard in self-supervised scene flow): the scan rings slide over
-    the road as the ego moves, so their nearest neighbours carry no motion information."""
-    return _select_points(xyz, grid, ground_z_m, max_points, rng, ground=False)
-
-
-def select_ground_points(xyz: np.ndarray, grid: VoxelGridSpec, ground_z_m: float, max_points: int,
-                         rng: np.random.Generator) -> np.ndarray:
-    """The complement of :func:`select_chamfer_points`: finite returns inside the grid at or below
-    ``ground_z_m`` (road surface), subsampled to ``max_points`` (``(G, 3)`` float32)."""
-    return _select_points(xyz, grid, ground_z_m, max_points, rng, ground=True)
-
-
-def _select_points(xyz, grid, ground_z_m, max_points, rng, ground: bool) -> np.ndarray:
-    p = np.asarray(xyz, np.float64).reshape(-1, 3)
-    lo, hi = np.asarray(grid.range_min), np.asarray(grid.range_max)
-    below = p[:, 2] <= ground_z_m
-    keep = np.all((p >= lo) & (p < hi), axis=1) & (below if ground else ~below)
-    p = p[keep]
-    if len(p) > max_points:
-        p = p[np.sort(rng.choice(len(p), max_points, replace=False))]
-    return p.astype(np.float32)
 
 
 class TripletDataset(Dataset):

@@ -19,7 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 
 from mv4d_core.training.checkpoint import load, save_atomic
 

@@ -1,13 +1,13 @@
-"""The self-supervised training step (seed_methods.md section 7) as a ``Trainer`` ``step_fn``.
+"""The self-supervised training step (SelfOcc-style rendering losses plus LiDAR terms) as a ``Trainer`` ``step_fn``.
 
 For a batch of :class:`~mv4d_core.training.data.TrainSample` triplets ``(t-1, t, t+1)``:
 
 1. (temporal models) frame ``t-1`` runs without gradient; its ``state_volume`` is fed, ego-warped
    by the model, into the forward pass of frame ``t``;
 2. a jittered ``rows x cols`` ray lattice per current camera is rendered through the SDF field
-   (H3's ``render_rays``, NeuS alpha with the model's learnable sharpness, cos-annealed);
+   (:func:`mv4d_core.render.render_rays`, NeuS alpha with the model's learnable sharpness, cos-annealed);
 3. with LiDAR, extra rays at random LiDAR pixels are rendered for the depth L1;
-4. the batch dictionary of :data:`mv4d_core.losses.BATCH_KEYS` is assembled and H4's
+4. the batch dictionary of :data:`mv4d_core.losses.BATCH_KEYS` is assembled and the
    :class:`~mv4d_core.losses.LossSet` (temporal photometric to t±1, flow-aware; rendered RGB;
    depth-head consistency; LiDAR depth; fused-LiDAR focal occupancy; Eikonal/Hessian; edge-aware
    smoothness; flow TV + sparsity) plus the recipe extras (LiDAR Chamfer scene flow, depth head at
@@ -31,7 +31,7 @@ from mv4d_core.losses.lidar_depth import LidarDepthLoss
 from mv4d_core.models.heads import occupancy_logits_from_sdf
 from mv4d_core.models.inputs import ModelInputs
 from mv4d_core.render import lattice_rays, rays_from_cameras, render_rays, sample_volume
-from mv4d_core.training.flow_chamfer import ChamferFlowLoss, GroundStaticFlowLoss
+from mv4d_core.losses.flow_chamfer import ChamferFlowLoss, GroundStaticFlowLoss
 from mv4d_core.training.trainer import StepResult
 
 
@@ -85,7 +85,7 @@ class SelfSupervisedStep:
         return LossSet(keep)
 
     def __call__(self, model: torch.nn.Module, batch: Sequence, step: int) -> StepResult:
-        cfg, rc = self.cfg, self.cfg.rays
+        rc = self.cfg.rays
         core = _unwrap(model)
         mcfg = core.cfg
         grid = mcfg.grid
@@ -156,8 +156,6 @@ class SelfSupervisedStep:
         losses = self._available(data)
         terms_t = losses(data, step)
         loss = terms_t["total"]
-        # Keep every head in the graph (zero weight) so DDP finds a gradient for every parameter.
-        loss = loss + 0.0 * (out.voxel_confidence_logit.mean() + out.depth_confidence_logit.mean())
         terms = {k: float(v.detach()) for k, v in terms_t.items() if k != "total"}
         with torch.no_grad():
             terms["stats/inv_s"] = float(out.inv_s)

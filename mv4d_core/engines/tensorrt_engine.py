@@ -1,12 +1,13 @@
 """TensorRT engine: builds a serialized engine from the exported ``.onnx`` file, caches it on disk,
-and runs it behind the pipeline's :class:`Engine` interface.
+and runs it behind the :class:`~mv4d_core.engines.base.Engine` interface.
 
-TensorRT is optional (it is not installable from PyPI without NVIDIA's index; see
-dependencies.md section 6): nothing here imports it at module level, availability is checked with
+TensorRT is optional (it is not installable from PyPI without NVIDIA's package index): nothing here
+imports it at module level, availability is checked with
 ``importlib.util.find_spec("tensorrt")`` and a missing install is an :class:`EngineError` naming what
 to install.
 
-Engine cache (ros2_conventions.md section 10):
+Engine cache (a serialized engine is only valid for the GPU model and TensorRT version that built it,
+as TensorRT's developer guide states, so both are part of the key):
 
 * The cache key is precision + TensorRT version + GPU name + SHA-256 of the ONNX file (+ the batch
   profile and this module's :data:`CACHE_FORMAT`). The engine file name carries precision, TensorRT
@@ -39,8 +40,9 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from mv4d_core.export.engines_onnx import OnnxEngineBase
-from mv4d_core.pipeline.engines import EngineError
+from mv4d_core.engines.base import EngineError
+from mv4d_core.engines.onnx_format import file_sha256, read_model_info
+from mv4d_core.engines.onnxruntime_engine import GraphEngine
 from mv4d_core.utils.atomic_write import write_bytes_atomic
 
 LOG = logging.getLogger("mv4d.tensorrt")
@@ -59,7 +61,7 @@ def tensorrt_available() -> bool:
 
 def require_tensorrt() -> None:
     if not tensorrt_available():
-        raise EngineError(f"TensorRT is not installed: {INSTALL_HINT}")
+        raise EngineError(f"TensorRT is not installed: {INSTALL_HINT}", "engine")
 
 
 @dataclass(frozen=True)
@@ -190,8 +192,6 @@ class PreparedEngine:
 
 
 def cache_key_for(onnx_path: str | Path, precision: str, backend: TrtBackend, max_batch: int = 1) -> EngineCacheKey:
-    from mv4d_core.export.onnx_export import file_sha256
-
     return EngineCacheKey(model_sha256=file_sha256(onnx_path), precision=precision, trt_version=backend.version(),
                           gpu_name=backend.gpu_name(), min_batch=1, opt_batch=1, max_batch=max_batch)
 
@@ -244,7 +244,7 @@ class TensorRTBackend:
         import torch
 
         if not torch.cuda.is_available():
-            raise EngineError(f"TensorRT needs CUDA, but torch sees no CUDA device: {INSTALL_HINT}")
+            raise EngineError(f"TensorRT needs CUDA, but torch sees no CUDA device: {INSTALL_HINT}", "device")
         self.trt = trt
         self.torch = torch
         self.device_index = device_index
@@ -353,23 +353,18 @@ class _TensorRTRunner:
         return {k: v.cpu().numpy() for k, v in outs.items()}
 
 
-class TensorRTEngine(OnnxEngineBase):
+class TensorRTEngine(GraphEngine):
     """The exported graph run by TensorRT (FP32/FP16), engine cached by :func:`prepare_engine`."""
 
     def __init__(self, onnx_path: str | Path, precision: str = "fp32", device: str = "cuda",
                  cache_dir: str | Path | None = None, force_rebuild: bool = False,
                  backend: TrtBackend | None = None) -> None:
-        from mv4d_core.export.onnx_export import ExportError, read_model_info
-
         if precision not in PRECISIONS:
             raise EngineError(f"TensorRT precision must be one of {PRECISIONS}, got {precision!r}")
         if not device.startswith("cuda"):
-            raise EngineError(f"engine 'tensorrt' runs on a CUDA device, got device {device!r}")
+            raise EngineError(f"engine 'tensorrt' runs on a CUDA device, got device {device!r}", "device")
         onnx_path = Path(onnx_path)
-        try:
-            info = read_model_info(onnx_path)
-        except ExportError as e:
-            raise EngineError(str(e)) from None
+        info = read_model_info(onnx_path)
         super().__init__(info, f"tensorrt-{precision}:{onnx_path.name}")
         index = int(device.split(":")[1]) if ":" in device else 0
         self.backend = backend or TensorRTBackend(index)

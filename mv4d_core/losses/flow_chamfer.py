@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from mv4d_core.geometry.transforms import transform_points
@@ -101,3 +102,33 @@ class GroundStaticFlowLoss(WeightedLoss):
             v = sample_volume(flow_mps[b][None], p[None], self.grid)[0]                 # (G, 3) m/s
             terms.append((v * float(dt_s[b])).square().sum(1).mean())
         return torch.stack(terms).mean()
+
+
+# ------------------------------------------------------------------------- LiDAR point selection
+
+
+def select_chamfer_points(xyz: np.ndarray, grid: VoxelGridSpec, ground_z_m: float, max_points: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Non-ground points inside the grid, randomly subsampled to ``max_points`` (``(P, 3)`` float32).
+
+    Ground returns are dropped (standard in self-supervised scene flow): the scan rings slide over
+    the road as the ego moves, so their nearest neighbours carry no motion information."""
+    return _select_points(xyz, grid, ground_z_m, max_points, rng, ground=False)
+
+
+def select_ground_points(xyz: np.ndarray, grid: VoxelGridSpec, ground_z_m: float, max_points: int,
+                         rng: np.random.Generator) -> np.ndarray:
+    """The complement of :func:`select_chamfer_points`: finite returns inside the grid at or below
+    ``ground_z_m`` (road surface), subsampled to ``max_points`` (``(G, 3)`` float32)."""
+    return _select_points(xyz, grid, ground_z_m, max_points, rng, ground=True)
+
+
+def _select_points(xyz, grid, ground_z_m, max_points, rng, ground: bool) -> np.ndarray:
+    p = np.asarray(xyz, np.float64).reshape(-1, 3)
+    lo, hi = np.asarray(grid.range_min), np.asarray(grid.range_max)
+    below = p[:, 2] <= ground_z_m
+    keep = np.all((p >= lo) & (p < hi), axis=1) & (below if ground else ~below)
+    p = p[keep]
+    if len(p) > max_points:
+        p = p[np.sort(rng.choice(len(p), max_points, replace=False))]
+    return p.astype(np.float32)
