@@ -10,22 +10,20 @@ the previous volume, which would hide warp errors).
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+import onnxscript  # noqa: F401 - the dynamo exporter needs it; a missing install must fail, not skip
 import pytest
+import torch
+import torch.nn.functional as F
 
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
+from mv4d_core.export.graph import InferenceGraph, example_inputs, trilinear_sample_gather, voxel_pool_static
+from mv4d_core.export.onnx_export import ExportError, export_onnx, read_model_info, validate_onnx
+from mv4d_core.geometry.voxel_grid import VoxelGridSpec
+from mv4d_core.models import ModelConfig, ModelInputs, build_model
 
-import torch.nn.functional as F  # noqa: E402
-
-from mv4d_core.export.graph import (InferenceGraph, example_inputs, trilinear_sample_gather,  # noqa: E402
-                                    voxel_pool_static)
-from mv4d_core.export.onnx_export import ExportError, export_onnx, read_model_info, validate_onnx  # noqa: E402
-from mv4d_core.geometry.voxel_grid import VoxelGridSpec  # noqa: E402
-from mv4d_core.models import ModelConfig, ModelInputs, build_model  # noqa: E402
-
-# float32 graphs reordered by the exporter's optimiser: a few 1e-6 relative is expected.
+# float32 graphs reordered by the exporter's optimiser: a few 1e-6 relative is expected. The largest
+# difference seen is 4e-5 absolute (semantic logits), 14 % of this tolerance.
 ATOL, RTOL = 2e-4, 1e-4
 
 
@@ -244,7 +242,7 @@ def test_pipeline_with_onnxruntime_engine_equals_torch_engine(exported):
         near = np.abs(a.occupancy_prob - config.occupancy_threshold) <= 1e-4
         assert np.array_equal(a.occupied | near, b.occupied | near)
         assert a.occupancy_labels is not None and b.occupancy_labels is not None
-        assert (a.occupancy_labels == b.occupancy_labels).mean() > 0.999
+        assert (a.occupancy_labels == b.occupancy_labels).mean() > 0.999   # argmax ties only; observed 1.0
         assert a.points_xyz.shape == b.points_xyz.shape and a.points_xyz.shape[0] > 0
         _assert_close("points_xyz", b.points_xyz, a.points_xyz)
         assert np.array_equal(a.points_rgb, b.points_rgb) and np.array_equal(a.points_camera, b.points_camera)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from mv4d_core.data import synth
 from mv4d_core.geometry.camera import T_BODY_OPTICAL, PinholeCamera, unproject
 from mv4d_core.geometry.transforms import invert_transform, transform_points, yaw_transform
 from mv4d_core.losses.photometric import INVALID_COST, PhotometricLoss, photometric_terms, sample_images
@@ -74,7 +75,7 @@ def test_ssim_is_one_for_identical_images_and_drops_for_different_ones():
     assert torch.allclose(ssim_map(x, x), torch.ones_like(x), atol=1e-5)
     assert ssim_dissimilarity(x, x).abs().max() < 1e-5
     y = torch.rand(2, 3, 8, 9, generator=g)
-    assert ssim_dissimilarity(x, y).mean() > 0.2
+    assert ssim_dissimilarity(x, y).mean() > 0.2      # independent uniform noise: 0.48-0.51 over seeds 0-4
 
 
 def test_ssim_matches_hand_computed_value_on_constant_patches():
@@ -99,9 +100,11 @@ def test_photometric_loss_is_near_zero_at_true_depth_and_grows_with_depth_error(
     scene = _wall_scene()
     loss = PhotometricLoss(automask=False)
     values = [loss(**_photometric_inputs(s, scene=scene)).item() for s in (1.0, 1.1, 1.25, 1.5)]
+    # observed 0.0016, 0.0053, 0.015, 0.043: the residual at the true depth is bilinear resampling of the
+    # texture; a 10 % depth error costs 3.4x that. A loss blind to depth would give equal values.
     assert values[0] < 0.01
     assert all(b > a for a, b in zip(values, values[1:])), values
-    assert values[1] > 3 * values[0]
+    assert values[1] > 2 * values[0]
 
 
 def test_photometric_automask_prefers_reprojection_at_true_depth_and_identity_when_far_off():
@@ -437,7 +440,6 @@ def _synth_photometric_inputs(frames, depth_scale: float, stride: int = 3, num_s
 
 @pytest.fixture(scope="module")
 def synth_frames():
-    synth = pytest.importorskip("mv4d_core.data.synth")
     return synth.generate_sequence(3, seed=0, grid=None)
 
 
@@ -445,13 +447,12 @@ def test_photometric_loss_on_synthetic_frames_is_lowest_at_the_true_depth(synth_
     loss = PhotometricLoss(automask=False)
     values = {s: loss(**_synth_photometric_inputs(synth_frames, s)).item() for s in (0.7, 1.0, 1.4)}
     assert values[1.0] < values[0.7] and values[1.0] < values[1.4], values
-    assert values[1.0] < 0.8 * min(values[0.7], values[1.4]), values
+    assert values[1.0] < 0.8 * min(values[0.7], values[1.4]), values   # observed 0.085 vs 0.142 / 0.162 (0.60)
     automasked = PhotometricLoss()(**_synth_photometric_inputs(synth_frames, 1.0)).item()
     assert automasked <= values[1.0] + 1e-6
 
 
 def test_fused_lidar_labels_on_synthetic_frames_agree_with_gt_occupancy():
-    synth = pytest.importorskip("mv4d_core.data.synth")
     from mv4d_core.geometry.voxel_grid import TINY
     frames = synth.generate_sequence(3, seed=1, grid=TINY)
     rig = synth.synthetic_rig("tiny")
@@ -466,7 +467,9 @@ def test_fused_lidar_labels_on_synthetic_frames_agree_with_gt_occupancy():
     assert (gt_occ[occ]).mean() > 0.95      # 0.995 measured
     assert binary_dilation(gt_occ, iterations=1)[occ].mean() > 0.9
     # ray-cast free space is really free
-    assert (~gt_occ[free]).mean() > 0.95     # 0.965 measured (moving objects, object corners)
+    # observed 0.961-0.969 over seeds 1-4 (misses: moving objects, object corners); labels that ignored the
+    # rays would score the free share of the labelled voxels, 0.78-0.80
+    assert (~gt_occ[free]).mean() > 0.94
 
 
 # ---------------------------------------------------------------- rendered RGB / depth-head consistency

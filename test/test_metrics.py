@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from mv4d_core.data import synth
 from mv4d_core.geometry.camera import T_BODY_OPTICAL, PinholeCamera
 from mv4d_core.geometry.transforms import yaw_transform
 from mv4d_core.geometry.voxel_grid import TINY, VoxelGridSpec
@@ -189,7 +190,6 @@ def test_occupancy_and_flow_baselines():
 
 # ---------------------------------------------------------------- on synthetic frames + report
 def test_baselines_on_synthetic_frames_and_markdown_report():
-    synth = pytest.importorskip("mv4d_core.data.synth")
     from mv4d_core.eval.baselines import evaluate_baselines
     from mv4d_core.eval.report import baseline_methods, markdown_report
 
@@ -197,12 +197,29 @@ def test_baselines_on_synthetic_frames_and_markdown_report():
     res = evaluate_baselines(frames)
     assert res["constant_depth_fit_on_eval"] is True and 1 < res["constant_depth_m"] < 80
     # trivial baselines are far from perfect, and combining the priors beats the plain ground plane
+    # observed AbsRel 0.68-3.9 and d1 0.20-0.39 on seed 3 (perfect: 0 and 1)
     for name in ("constant", "ground_plane", "ground_plane_or_constant"):
         assert 0.2 < res["depth"][name]["metric"]["abs_rel"] and res["depth"][name]["metric"]["a1"] < 0.6
     metric = {k: v["metric"] for k, v in res["depth"].items()}
     assert metric["ground_plane_or_constant"]["abs_rel"] < metric["ground_plane"]["abs_rel"]
-    assert res["occupancy"]["all_free"]["iou"] == 0.0
-    assert 0.05 < res["occupancy"]["ground_slab"]["iou"] < 0.9 and res["occupancy"]["ground_slab"]["precision"] > 0.9
+    # Occupancy baselines against counts made here: the slab is the voxel layer holding z = 0; GT-unknown
+    # voxels (255, under the road) are left out of every count.
+    from mv4d_core.data.classes import FREE as GT_FREE, IGNORE
+
+    tp = fp = fn = known_total = 0
+    for f in frames:
+        gt, grid = f.gt.occupancy, f.gt.occupancy_grid
+        slab = np.zeros(grid.shape, bool)
+        slab[:, :, int((0.0 - grid.range_min[2]) // grid.voxel_size[2])] = True
+        known = gt != IGNORE
+        occ = known & (gt != GT_FREE)
+        tp, fp, fn = tp + (slab & occ).sum(), fp + (slab & known & ~occ).sum(), fn + (~slab & occ).sum()
+        known_total += known.sum()
+    slab_res, free_res = res["occupancy"]["ground_slab"], res["occupancy"]["all_free"]
+    assert slab_res["iou"] == pytest.approx(tp / (tp + fp + fn), rel=1e-12)           # 0.34 on seed 3
+    assert slab_res["precision"] == pytest.approx(tp / (tp + fp), rel=1e-12)
+    assert slab_res["num_voxels"] == free_res["num_voxels"] == known_total
+    assert free_res["recall"] == 0.0 and free_res["num_frames"] == 2
     zero = res["flow"]["zero"]
     assert zero["static"]["epe3d"] == 0.0 and zero["dynamic"]["epe3d"] > 0.05
     md = markdown_report(baseline_methods(res))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
+from mv4d_core.data import synth
 from mv4d_core.data.frame import FrameRecord
 from mv4d_core.geometry.camera import R_BODY_OPTICAL, PinholeCamera, project
 from mv4d_core.geometry.transforms import invert_transform, transform_points
@@ -98,16 +100,20 @@ def test_tiny_forward_shapes_frames_and_units(tiny_run):
     assert out.depth_m.shape == (B, N, 24, 44)                   # stride 4 of 96 x 176
     assert out.depth_prob.shape == (B, N, D, 12, 22)              # stride 8, used for lifting
     assert out.state_volume.shape == (B, cfg.volume_channels, X, Y, Z)
-    # depth is an expectation over the bins -> inside the bin range, metres
-    assert out.depth_m.min() >= 1.0 and out.depth_m.max() <= 48.0
+    # depth is the expectation of the stride-4 bin distribution over the configured bin centres, metres
     torch.testing.assert_close(out.depth_prob.sum(2), torch.ones(B, N, 12, 22))
+    torch.testing.assert_close(out.depth_prob4.sum(2), torch.ones(B, N, 24, 44))
+    bins = depth_bin_centers(cfg.depth).view(1, 1, D, 1, 1)
+    assert bins.min() == 1.0 and bins.max() == 48.0 and out.depth_bins_m.shape == (D,)
+    torch.testing.assert_close(out.depth_m, (out.depth_prob4 * bins).sum(2))
     # occupancy is derived from the SDF: occupied where the surface passes within half a voxel
     margin = cfg.occupancy_margin_m
     assert margin == 0.5 * min(cfg.grid.voxel_size)
     assert bool(((out.occupancy_prob >= 0.5) == (out.sdf <= margin)).all())
     assert 0.0 <= out.rgb.min() and out.rgb.max() <= 1.0
-    # untrained flow is small (last layer ~N(0, 1e-2)), in m/s
-    assert out.flow_mps.abs().mean() < 1.0
+    # untrained flow is small (last layer ~N(0, 1e-2)), in m/s: mean |flow| 0.010-0.012 over model seeds 0-2;
+    # PyTorch's default conv init on that layer gives 0.2
+    assert out.flow_mps.abs().mean() < 0.05
 
 
 def test_untrained_sdf_is_height_above_ground(tiny_run):
@@ -316,7 +322,6 @@ def test_perception_outputs_from_model_outputs(tiny_run):
 
 @pytest.mark.slow
 def test_tiny_model_exports_to_onnx_and_onnxruntime_matches_torch(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
     cfg = ModelConfig.tiny()
     model = build_model(cfg).eval()
     inputs = make_inputs(cfg)
@@ -330,7 +335,7 @@ def test_tiny_model_exports_to_onnx_and_onnxruntime_matches_torch(tmp_path):
             o = self.m(ModelInputs(images, K, T))
             return o.occupancy_prob, o.depth_m, o.flow_mps
 
-    wrapper = Wrapper(model)
+    wrapper = Wrapper(model).eval()
     args = (inputs.images, inputs.intrinsics, inputs.T_base_cam)
     path = tmp_path / "tiny.onnx"
     torch.onnx.export(wrapper, args, str(path), dynamo=True)
@@ -346,7 +351,6 @@ def test_tiny_model_exports_to_onnx_and_onnxruntime_matches_torch(tmp_path):
 
 @pytest.fixture(scope="module")
 def synth_frames():
-    synth = pytest.importorskip("mv4d_core.data.synth")
     return synth.generate_sequence(2, seed=0, size="tiny")
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mv4d_core.data import classes as C
+from mv4d_core.data import rosbag_io
 from mv4d_core.data.synth import (DEFAULT_DT_S, generate_sequence, load_gt_sidecar, make_world, render_frame,
                                   save_gt_sidecar, synthetic_rig)
 from mv4d_core.geometry.camera import project
@@ -121,8 +122,10 @@ def test_lidar_agrees_with_camera_depth_where_it_projects(frames):
         rel = np.abs(d_img - z[valid]) / z[valid]
         checked += rel.size
         close += int((rel < 0.05).sum())
-        # A LiDAR return can be hidden from the camera, never in front of what the camera sees.
-        assert np.mean(d_img < z[valid] * 1.05) > 0.97
+        # A LiDAR return can be hidden from the camera, never in front of what the camera sees. Observed
+        # 0.973-0.998 per camera (misses: pixel rounding at depth edges); a 1 deg LiDAR yaw error drops the
+        # worst camera to 0.88, a 0.3 m x offset to 0.85.
+        assert np.mean(d_img < z[valid] * 1.05) > 0.95
     assert checked > 10000
     assert close / checked > 0.8
 
@@ -199,7 +202,6 @@ def test_gt_sidecar_round_trips(frames, tmp_path):
 def test_mv4d_synth_writes_a_bag_that_reads_back(tmp_path):
     from mv4d_core.cli import main
 
-    rosbag_io = pytest.importorskip("mv4d_core.data.rosbag_io")
     out = tmp_path / "run"
     assert main(["synth", "--out", str(out), "--frames", "2", "--seed", "3"]) == 0
     assert (out / "preview.png").stat().st_size > 1000 and (out / "rig.yaml").is_file()

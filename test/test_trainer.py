@@ -66,6 +66,8 @@ def test_training_reduces_the_loss(tmp_path):
     hist = t.fit()
     first = sum(h["loss"] for h in hist[:5]) / 5
     last = sum(h["loss"] for h in hist[-5:]) / 5
+    # observed 0.23 (0.23-0.29 for sampler seeds 0-4, 1 and 2 threads alike); with lr = 0 the same average
+    # moves by dropout and batch order alone, 0.72-1.12
     assert last < 0.5 * first
 
 

@@ -40,9 +40,12 @@ LIDAR_TERMS = {"lidar_depth", "occupancy_focal", "flow_chamfer", "flow_ground_st
 
 
 @pytest.fixture(scope="module")
-def recipe() -> TrainConfig:
-    torch.set_num_threads(2)
-    return TrainConfig.from_dict(RECIPE).validate()
+def recipe():
+    """The recipe, with torch on its ``threads: 2`` for this module (the previous count restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(RECIPE["threads"])
+    yield TrainConfig.from_dict(RECIPE).validate()
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +142,8 @@ def test_chamfer_prefers_the_true_flow():
     zero = torch.zeros_like(true, requires_grad=True)
     l_true = loss(true, [src], [dst], T[None], torch.tensor([dt]))
     l_zero = loss(zero, [src], [dst], T[None], torch.tensor([dt]))
-    assert float(l_true.detach()) < 1e-3 and float(l_zero.detach()) > 0.3   # |v dt| = 0.32 m
+    # |v dt| = 0.32 m per direction; observed 2.3-2.7e-4 (true) and 0.58-0.60 (zero) over point seeds 0-3
+    assert float(l_true.detach()) < 1e-3 and float(l_zero.detach()) > 0.3
     l_zero.backward()
     assert zero.grad[0, 0].mean() < 0                     # gradient descent raises the x velocity
     assert float(truncated_chamfer(src, src + 100.0, 2.0)) == pytest.approx(4.0)
@@ -153,10 +157,10 @@ def test_ground_static_prior_is_the_mean_squared_road_displacement():
     assert float(loss(torch.zeros(1, 3, *grid.shape), [road], dt)) == 0.0      # a still road costs nothing
     drift = torch.tensor([3.0, 4.0, 0.0]).view(1, 3, 1, 1, 1).expand(1, 3, *grid.shape).clone().requires_grad_()
     value = loss(drift, [road], dt)
-    assert float(value) == pytest.approx(0.25)                                # (|(3, 4)| m/s x 0.1 s)^2
+    assert float(value.detach()) == pytest.approx(0.25)                       # (|(3, 4)| m/s x 0.1 s)^2
     value.backward()
     assert drift.grad[0, 0].sum() > 0 and drift.grad[0, 1].sum() > 0          # descent shrinks the drift
-    assert float(loss(drift, [road[:0]], dt)) == 0.0                          # no road returns: no term
+    assert float(loss(drift, [road[:0]], dt).detach()) == 0.0                 # no road returns: no term
 
 
 @pytest.mark.slow
@@ -165,16 +169,27 @@ def test_loss_decreases_when_overfitting_one_sample(dataset, recipe):
     model = build_model(recipe.model)
     fast = TrainConfig.from_dict({**RECIPE, "rays": {**RECIPE["rays"], "temporal_prev": False}})
     step = SelfSupervisedStep(fast)
+
+    def probe() -> float:
+        """The loss on one fixed draw of rays and samples (the step's randomness is the global torch RNG),
+        so before and after differ only by the weights."""
+        state = torch.get_rng_state()
+        torch.manual_seed(1234)
+        value = float(step(model, [dataset[0]], 0).loss.detach())
+        torch.set_rng_state(state)
+        return value
+
+    before = probe()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    losses = []
     for i in range(16):
         result = step(model, [dataset[0]], i)
         opt.zero_grad()
         result.loss.backward()
         opt.step()
-        losses.append(float(result.loss.detach()))
-    first, last = np.mean(losses[:4]), np.mean(losses[-4:])
-    assert last < 0.8 * first, losses
+    after = probe()
+    # Untouched weights give exactly 1.0; 16 AdamW steps gave 0.60-0.65 for model seeds 0-5 (0.64 for
+    # seed 0, 1 and 2 threads alike). 0.8 sits between the two.
+    assert after < 0.8 * before, (before, after)
 
 
 @pytest.mark.slow
@@ -200,8 +215,24 @@ def test_train_eval_resume_cli(tmp_path):
     for name in ("baseline: constant", "baseline: ground_plane", "baseline: ground_plane_or_constant"):
         assert {"depth", "depth_lidar"} <= set(res[name])
     assert {"occupancy", "occupancy_selfocc"} <= set(res["baseline: all_free"]) and "flow" in res["baseline: zero"]
-    assert res["baseline: all_free"]["occupancy"]["iou"] == 0.0
-    assert 0.0 <= res["model"]["occupancy"]["iou"] <= 1.0 and res["model"]["depth"]["num_images"] == 18
+    # Occupancy is scored over the GT-known voxels of the 3 frames of seed 100, and the ground-slab
+    # baseline's IoU equals one counted here (the voxel layer holding z = 0 against the GT).
+    from mv4d_core.data.classes import FREE, IGNORE
+
+    tp = fp = fn = known_total = 0
+    for f in generate_sequence(3, seed=100):
+        gt, grid = f.gt.occupancy, f.gt.occupancy_grid
+        slab = np.zeros(grid.shape, bool)
+        slab[:, :, int((0.0 - grid.range_min[2]) // grid.voxel_size[2])] = True
+        known = gt != IGNORE
+        occ = known & (gt != FREE)
+        tp, fp, fn = tp + (slab & occ).sum(), fp + (slab & known & ~occ).sum(), fn + (~slab & occ).sum()
+        known_total += known.sum()
+    assert res["baseline: ground_slab"]["occupancy"]["iou"] == pytest.approx(tp / (tp + fp + fn), rel=1e-12)
+    for name in ("model", "baseline: all_free", "baseline: ground_slab"):
+        assert res[name]["occupancy"]["num_voxels"] == known_total and res[name]["occupancy"]["num_frames"] == 3
+    assert res["baseline: all_free"]["occupancy"]["recall"] == 0.0
+    assert np.isfinite(res["model"]["occupancy"]["iou"]) and res["model"]["depth"]["num_images"] == 18
     assert res["model"]["flow"]["all"]["num_points"] == res["baseline: zero"]["flow"]["all"]["num_points"] > 0
     assert "| model |" in out.with_suffix(".md").read_text()
 
