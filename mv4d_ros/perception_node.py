@@ -387,7 +387,7 @@ class PerceptionNode(Node):
         scale = Vector3(x=voxel_size[0] - 1e-3, y=voxel_size[1] - 1e-3, z=voxel_size[2] - 1e-3)
         for c in cubes:
             r, g, b, a = (float(v) for v in c.color_rgba)
-            m = Marker(header=header, ns="occupancy", id=int(c.label), type=Marker.CUBE_LIST, action=Marker.ADD,
+            m = Marker(header=header, ns="occupancy", id=int(c.layer), type=Marker.CUBE_LIST, action=Marker.ADD,
                        scale=scale, color=ColorRGBA(r=r, g=g, b=b, a=a))
             m.pose.orientation.w = 1.0
             m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in c.points]

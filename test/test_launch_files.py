@@ -226,7 +226,7 @@ def test_rviz_layout_is_yaml_with_the_expected_displays():
     by_topic = {d["Topic"]["Value"]: d for d in displays if "Topic" in d}
     occ = by_topic["/mv4d_perception/output/occupancy"]
     assert occ["Class"] == "rviz_default_plugins/PointCloud2" and occ["Style"] == "Boxes"
-    assert occ["Color Transformer"] == "Intensity" and occ["Channel Name"] == "label"
+    assert occ["Color Transformer"] == "AxisColor" and occ["Axis"] == "Z"     # the cloud has x, y, z, prob
     assert occ["Topic"]["Reliability Policy"] == "Reliable"   # the node publishes RELIABLE depth 1
     assert by_topic["/mv4d_perception/output/points"]["Color Transformer"] == "RGB8"
     assert by_topic["/mv4d_perception/output/flow"]["Class"] == "rviz_default_plugins/PointCloud2"

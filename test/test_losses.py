@@ -411,7 +411,7 @@ def test_loss_config_round_trips_and_rejects_unknown_names():
     assert isinstance(LidarDepthLoss(), WeightedLoss) and isinstance(build_loss_set(cfg), LossSet)
 
 
-# ---------------------------------------------------------------- on real synthetic frames (H2's world)
+# ---------------------------------------------------------------- on synthetic frames (mv4d_core.data.synth)
 def _synth_photometric_inputs(frames, depth_scale: float, stride: int = 3, num_samples: int = 4):
     """Rays on a stride-3 lattice of every camera of frame 1, samples around ``depth_scale`` x GT depth."""
     cur, adj = frames[1], (frames[0], frames[2])

@@ -14,8 +14,8 @@ from mv4d_core.data.frame import FrameRecord
 from mv4d_core.geometry.camera import R_BODY_OPTICAL, PinholeCamera, project
 from mv4d_core.geometry.transforms import invert_transform, transform_points
 from mv4d_core.geometry.voxel_grid import OCC3D, TINY, VoxelGridSpec
-from mv4d_core.models import (ModelConfig, ModelInputs, ModelOutputs, PerceptionOutputs, build_model,
-                              count_parameters, inputs_from_frames)
+from mv4d_core.models import ModelConfig, ModelInputs, ModelOutputs, build_model, count_parameters, resize_cameras
+from mv4d_core.models.inputs import relative_pose
 from mv4d_core.models.backbone import random_patch_mask
 from mv4d_core.models.config import MaskingConfig
 from mv4d_core.models.lift import LSSLift, depth_bin_centers, feature_pixel_centers
@@ -36,6 +36,18 @@ def ring_rig(num=6, width=176, height=96, f=90.0):
     return np.array(Ks, dtype=np.float64), np.array(Ts)
 
 
+def frame_inputs(frame, cfg: ModelConfig, prev=None) -> ModelInputs:
+    """A FrameRecord at the model size (the resize rule every tool uses), T_prev_cur from ``prev``."""
+    rgb, K = resize_cameras(frame.images, frame.intrinsics, cfg.image_height, cfg.image_width)
+    images = torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div(255)[None]
+    inputs = ModelInputs(images, torch.from_numpy(K).float()[None], torch.from_numpy(frame.T_base_cam).float()[None])
+    if prev is None:
+        return inputs
+    T = torch.from_numpy(relative_pose(prev.T_world_base, frame.T_world_base)).float()[None]
+    X, Y, Z = cfg.grid.shape
+    return inputs.with_previous(torch.zeros(1, cfg.volume_channels, X, Y, Z), T)
+
+
 def make_inputs(cfg: ModelConfig, batch=1, seed=0) -> ModelInputs:
     K, T = ring_rig(cfg.num_cameras, cfg.image_width, cfg.image_height)
     g = torch.Generator().manual_seed(seed)
@@ -48,7 +60,7 @@ def make_inputs(cfg: ModelConfig, batch=1, seed=0) -> ModelInputs:
 def tiny_run():
     """One tiny forward + backward on CPU (shared by several tests to keep the file fast)."""
     torch.manual_seed(0)
-    cfg = ModelConfig.tiny().replace(num_semantic_classes=5, masking=MaskingConfig(True, 0.3, 16))
+    cfg = ModelConfig.tiny().replace(masking=MaskingConfig(True, 0.3, 16))
     model = build_model(cfg).train()
     inputs = make_inputs(cfg)
     out = model(inputs)
@@ -95,17 +107,11 @@ def test_tiny_forward_shapes_frames_and_units(tiny_run):
     X, Y, Z = TINY.shape
     assert out.sdf.shape == (B, X, Y, Z) and out.occupancy_prob.shape == (B, X, Y, Z)
     assert out.flow_mps.shape == (B, 3, X, Y, Z)
-    assert out.rgb.shape == (B, 3, X, Y, Z) and out.semantic_logits.shape == (B, 5, X, Y, Z)
-    assert out.field.shape == (B, 1 + 3 + 5, X, Y, Z)
+    assert out.rgb.shape == (B, 3, X, Y, Z)
+    assert out.field.shape == (B, 1 + 3, X, Y, Z)
     assert out.depth_m.shape == (B, N, 24, 44)                   # stride 4 of 96 x 176
-    assert out.depth_prob.shape == (B, N, D, 12, 22)              # stride 8, used for lifting
     assert out.state_volume.shape == (B, cfg.volume_channels, X, Y, Z)
-    # depth is the expectation of the stride-4 bin distribution over the configured bin centres, metres
-    torch.testing.assert_close(out.depth_prob.sum(2), torch.ones(B, N, 12, 22))
-    torch.testing.assert_close(out.depth_prob4.sum(2), torch.ones(B, N, 24, 44))
-    bins = depth_bin_centers(cfg.depth).view(1, 1, D, 1, 1)
-    assert bins.min() == 1.0 and bins.max() == 48.0 and out.depth_bins_m.shape == (D,)
-    torch.testing.assert_close(out.depth_m, (out.depth_prob4 * bins).sum(2))
+    assert set(out.inference_tensors()) == {"occupancy_prob", "flow_mps", "depth_m", "state_volume"}
     # occupancy is derived from the SDF: occupied where the surface passes within half a voxel
     margin = cfg.occupancy_margin_m
     assert margin == 0.5 * min(cfg.grid.voxel_size)
@@ -114,6 +120,23 @@ def test_tiny_forward_shapes_frames_and_units(tiny_run):
     # untrained flow is small (last layer ~N(0, 1e-2)), in m/s: mean |flow| 0.010-0.012 over model seeds 0-2;
     # PyTorch's default conv init on that layer gives 0.2
     assert out.flow_mps.abs().mean() < 0.05
+
+
+def test_depth_is_the_expectation_of_the_stride4_bin_distribution(tiny_run):
+    cfg, model, inputs, _ = tiny_run
+    B, N, D = 1, 6, 48
+    model.eval()
+    with torch.no_grad():
+        depth_prob, _, depth_m = model.encode(inputs.images)
+        feat8, skip4 = model.neck(model.backbone(inputs.images.reshape(B * N, 3, 96, 176)))
+        logits4 = model.depth_net(feat8, skip4)[2]
+    model.train()
+    assert depth_prob.shape == (B, N, D, 12, 22)                  # stride 8, used for lifting
+    torch.testing.assert_close(depth_prob.sum(2), torch.ones(B, N, 12, 22))
+    bins = depth_bin_centers(cfg.depth)
+    assert bins.min() == 1.0 and bins.max() == 48.0 and bins.shape == (D,)
+    expected = (logits4.softmax(1) * bins.view(1, D, 1, 1)).sum(1).view(B, N, 24, 44)
+    torch.testing.assert_close(depth_m, expected)
 
 
 def test_untrained_sdf_is_height_above_ground(tiny_run):
@@ -129,12 +152,6 @@ def test_gradients_reach_backbone_depth_net_and_heads(tiny_run):
     for name, p in [("backbone stem", model.backbone.stem[0].weight), ("depth net", model.depth_net.out.weight),
                     ("3d neck", model.neck3d.net[0].weight), ("flow head", model.heads.flow.weight)]:
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
-
-
-def test_depth_intrinsics_match_the_depth_map_resolution(tiny_run):
-    _, _, inputs, out = tiny_run
-    K_full = PinholeCamera(inputs.intrinsics[0, 0].double().numpy(), 176, 96)
-    np.testing.assert_allclose(out.depth_intrinsics[0, 0].double().numpy(), K_full.resized(44, 24).K, atol=1e-5)
 
 
 def test_model_rejects_images_of_the_wrong_size():
@@ -242,15 +259,27 @@ def test_warp_by_yaw_rotates_content_about_base_link():
     assert warped[0, 0].argmax().item() == np.ravel_multi_index(tuple(idx[0]), (X, Y, Z))
 
 
-def test_temporal_fusion_runs_with_and_without_a_previous_volume():
+def test_temporal_fusion_treats_prev_valid_zero_as_a_first_frame():
+    gen = torch.Generator().manual_seed(0)
     fusion = TemporalFusion(4, TINY)
-    cur = torch.randn(2, 4, *TINY.shape)
-    first = fusion(cur, None, None)
-    torch.testing.assert_close(first, cur)                        # identity init passes the current volume
-    second = fusion(cur, torch.randn_like(cur), torch.eye(4).expand(2, 4, 4))
-    assert second.shape == cur.shape
-    with pytest.raises(ValueError, match="T_prev_cur"):
-        fusion(cur, cur, None)
+    with torch.no_grad():
+        fusion.fuse.weight.normal_(0, 0.1, generator=gen)
+    cur = torch.randn(2, 4, *TINY.shape, generator=gen)
+    prev = torch.randn(2, 4, *TINY.shape, generator=gen)
+    eye = torch.eye(4).expand(2, 4, 4)
+    none = fusion(cur, torch.zeros_like(cur), eye, torch.zeros(2))
+    ignored = fusion(cur, prev, eye, torch.zeros(2))               # a previous volume flagged invalid is ignored
+    torch.testing.assert_close(ignored, none)
+    mixed = fusion(cur, prev, eye, torch.tensor([1.0, 0.0]))       # per sample: fused, first frame
+    assert not torch.allclose(mixed[0], none[0]) and torch.equal(mixed[1], none[1])
+    with pytest.raises(ValueError, match="prev_volume shape"):
+        fusion(cur, prev[:, :2], eye, torch.ones(2))
+
+
+def test_identity_init_of_the_fusion_passes_the_current_volume():
+    fusion = TemporalFusion(4, TINY)
+    cur = torch.randn(2, 4, *TINY.shape, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(fusion(cur, torch.zeros_like(cur), torch.eye(4).expand(2, 4, 4), torch.zeros(2)), cur)
 
 
 def test_model_consumes_previous_state(tiny_run):
@@ -261,8 +290,10 @@ def test_model_consumes_previous_state(tiny_run):
         model.temporal.fuse.weight.normal_(0, 0.1)
         o1 = model.eval()(inputs.with_previous(out.state_volume.detach(), T))
         o0 = model(inputs)
+        o_flag0 = model(inputs.with_previous(out.state_volume.detach(), T, torch.zeros(1)))
     model.train()
-    assert o1.features.shape == o0.features.shape and not torch.allclose(o1.features, o0.features)
+    assert o1.rgb.shape == o0.rgb.shape and not torch.allclose(o1.rgb, o0.rgb)
+    torch.testing.assert_close(o_flag0.rgb, o0.rgb)                 # prev_valid = 0: the first-frame result
 
 
 # --- inputs from frames and published outputs ---------------------------------------------------------------
@@ -280,44 +311,18 @@ def make_frames(num=2, width=352, height=192):
     return frames
 
 
-def test_inputs_from_frames_resizes_images_and_intrinsics_and_links_poses():
+def test_frames_reach_the_model_size_with_intrinsics_and_ego_motion():
     cfg = ModelConfig.tiny()
     prev, cur = make_frames()
-    inputs = inputs_from_frames([cur], cfg, prev_frames=[prev])
+    inputs = frame_inputs(cur, cfg, prev)
     assert inputs.images.shape == (1, 6, 3, 96, 176)
     assert inputs.images.dtype == torch.float32 and 0 <= inputs.images.min() and inputs.images.max() <= 1
     np.testing.assert_allclose(inputs.intrinsics[0, 2].numpy(),
                                PinholeCamera(cur.intrinsics[2], 352, 192).resized(176, 96).K, rtol=1e-6)
     # T_prev_cur maps current base_link into the previous one: the current origin was 1.5 m ahead
     np.testing.assert_allclose(inputs.T_prev_cur[0, :3, 3].numpy(), [1.5, 0.0, 0.0], atol=1e-6)
-    with pytest.raises(ValueError, match="cameras"):
-        inputs_from_frames([cur], cfg.replace(num_cameras=5))
-
-
-def test_perception_outputs_from_model_outputs(tiny_run):
-    cfg, model, inputs, _ = tiny_run
-    with torch.no_grad():
-        out = model.eval()(inputs)
-    model.train()
-    pub = PerceptionOutputs.from_model_outputs(out, inputs, cfg, occupancy_threshold=0.5, stamp_ns=42)
-    X, Y, Z = TINY.shape
-    assert pub.frame_id == "base_link" and pub.stamp_ns == 42 and pub.grid == TINY
-    assert pub.occupancy_prob.shape == (X, Y, Z) and pub.occupancy_prob.dtype == np.float32
-    assert np.array_equal(pub.occupied, pub.occupancy_prob >= 0.5)
-    assert pub.occupancy_labels.shape == (X, Y, Z) and pub.occupancy_labels.dtype == np.uint8
-    assert pub.flow_mps.shape == (X, Y, Z, 3)
-    assert pub.depth_m.shape == (6, 24, 44) and pub.depth_intrinsics.shape == (6, 3, 3)
-    P = pub.points_xyz.shape[0]
-    assert P == 6 * 24 * 44 and pub.points_rgb.shape == (P, 3) and pub.points_rgb.dtype == np.uint8
-    # each point re-projects into its camera at its pixel with the published depth
-    for cam in (0, 4):
-        sel = pub.points_camera == cam
-        pts_cam = transform_points(invert_transform(pub.T_base_cam[cam]), pub.points_xyz[sel].astype(np.float64))
-        uv, depth, valid = project(pub.depth_intrinsics[cam], pts_cam, 44, 24)
-        assert valid.all()
-        np.testing.assert_allclose(np.sort(depth), np.sort(pub.depth_m[cam].ravel()), rtol=1e-4)
-        np.testing.assert_allclose(uv.min(0), [0, 0], atol=1e-3)
-        np.testing.assert_allclose(uv.max(0), [43, 23], atol=1e-3)
+    with pytest.raises(ValueError, match="prev_volume, T_prev_cur and prev_valid"):
+        ModelInputs(inputs.images, inputs.intrinsics, inputs.T_base_cam, T_prev_cur=inputs.T_prev_cur)
 
 
 @pytest.mark.slow
@@ -355,13 +360,13 @@ def synth_frames():
 
 
 def test_lss_lift_of_ground_truth_depth_lands_in_ground_truth_occupied_voxels(synth_frames):
-    """One-hot depth bins from the synthetic GT depth, lifted through inputs_from_frames' K and T_base_cam,
+    """One-hot depth bins from the synthetic GT depth, lifted through the model-size K and T_base_cam,
     must fall on the synthetic GT occupancy: checks the frames/units contract between data and model."""
     from scipy.ndimage import binary_dilation
 
     cfg = ModelConfig.tiny()
     frame = synth_frames[1]
-    inputs = inputs_from_frames([frame], cfg)
+    inputs = frame_inputs(frame, cfg)
     assert frame.image_size == (96, 176)
     d = torch.from_numpy(frame.gt.depth_m).double().view(6, 12, 8, 22, 8)[:, :, 3:5, :, 3:5]   # 2x2 px at centres
     finite = torch.isfinite(d).all(-1).all(-2)
@@ -384,7 +389,7 @@ def test_lss_lift_of_ground_truth_depth_lands_in_ground_truth_occupied_voxels(sy
 
 def test_ego_warp_of_ground_truth_occupancy_aligns_consecutive_frames(synth_frames):
     prev, cur = synth_frames
-    inputs = inputs_from_frames([cur], ModelConfig.tiny(), prev_frames=[prev])
+    inputs = frame_inputs(cur, ModelConfig.tiny(), prev)
     assert inputs.T_prev_cur[0, :3, 3].norm() > 0.4                   # the ego really moved
     occ_prev = torch.from_numpy((prev.gt.occupancy > 0).astype(np.float32))[None, None]
     occ_cur = cur.gt.occupancy > 0

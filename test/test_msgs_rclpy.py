@@ -41,7 +41,7 @@ img_r = m.rgb_to_image(rgb, 1_700_000_000_123_456_789, "CAM_FRONT", factory=R)
 img_b = m.rgb_to_image(rgb, 1_700_000_000_123_456_789, "CAM_FRONT", factory=B)
 raw_r = serialize_message(img_r)
 raw_b = bytes(ts.serialize_cdr(img_b, "sensor_msgs/msg/Image"))
-# rclpy leaves alignment padding uninitialized (ros2_conventions.md 12): compare lengths and the
+# rclpy's CDR serializer leaves alignment padding uninitialized: compare lengths and the
 # canonical re-serialization instead of raw bytes
 assert len(raw_r) == len(raw_b), (len(raw_r), len(raw_b))
 back_b = ts.deserialize_cdr(raw_r, "sensor_msgs/msg/Image")

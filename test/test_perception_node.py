@@ -130,7 +130,7 @@ arr = pointcloud2_to_array(occ)
 res["occupancy"] = {"frame": occ.header.frame_id, "fields": [(fl.name, fl.offset, fl.datatype) for fl in occ.fields],
                     "height": occ.height, "n": int(arr.shape[0]), "stamps": occ_stamps(),
                     "z_max": float(arr["z"].max()), "z_min": float(arr["z"].min()),
-                    "prob_min": float(arr["prob"].min()), "labels": sorted(set(int(x) for x in arr["label"]))}
+                    "prob_min": float(arr["prob"].min())}
 pts = got["points"][-1]
 parr = pointcloud2_to_array(pts)
 res["points"] = {"frame": pts.header.frame_id, "fields": [fl.name for fl in pts.fields], "n": int(parr.shape[0]),
@@ -149,7 +149,7 @@ dm = got["depth"][-1]
 d = image_to_depth_m(dm)
 # The same frames through a fresh offline pipeline (the code path of `mv4d infer`): without odometry
 # the node fuses nothing, so its last CAM_FRONT depth must be the offline depth of the last frame.
-from mv4d_core.pipeline.engines import create_engine
+from mv4d_core.engines import create_engine
 from mv4d_core.pipeline.pipeline import PerceptionPipeline, output_arrays
 offline = PerceptionPipeline(create_engine("torch", ckpt, "cpu"), node.config)
 def offline_depth(frame):
@@ -204,9 +204,8 @@ class TestPerceptionNodeOverDDS:
     def test_occupancy_cloud_layout_frame_and_stamps(self, node_run):
         occ = node_run["occupancy"]
         assert occ["frame"] == "base_link" and occ["height"] == 1
-        # x, y, z FLOAT32 (7), label UINT8 (2), prob FLOAT32 (7) at fixed offsets.
-        assert [tuple(x) for x in occ["fields"]] == [("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("label", 12, 2),
-                                                     ("prob", 16, 7)]
+        # x, y, z, prob FLOAT32 (7) at fixed offsets.
+        assert [tuple(x) for x in occ["fields"]] == [("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("prob", 12, 7)]
         # One output per input set, stamped with the set's stamp (the synthetic frames' stamps).
         assert occ["stamps"][:3] == node_run["frame_stamps"]
         # Untrained model = ground-plane SDF prior: occupied voxels are the road layer (centre 0.2 m, the
@@ -418,7 +417,7 @@ from mv4d_core.models import ModelConfig, build_model
 from mv4d_core.models.inputs import relative_pose
 from mv4d_core.msgs import MsgFactory, header_stamp_ns, rgb_to_image
 from mv4d_core.msgs.tf import matrix_to_odometry
-from mv4d_core.pipeline.engines import create_engine
+from mv4d_core.engines import create_engine
 from mv4d_core.training.checkpoint import save_atomic
 from mv4d_ros.perception_node import PerceptionNode
 

@@ -14,9 +14,10 @@ from mv4d_core.data.frame import FrameRecord
 from mv4d_core.geometry.camera import PinholeCamera
 from mv4d_core.geometry.transforms import make_transform, yaw_transform
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
+from mv4d_core.engines import Engine, EngineError, EngineOutputs, EngineSpec, create_engine
+from mv4d_core.engines.torch_engine import TorchEngine
 from mv4d_core.pipeline.config import ConfigError, PerceptionConfig, PointsConfig
-from mv4d_core.pipeline.engines import Engine, EngineOutputs, EngineSpec
-from mv4d_core.pipeline.pipeline import FrameError, PerceptionPipeline, output_arrays
+from mv4d_core.pipeline.pipeline import FrameError, LateFrame, PerceptionPipeline, output_arrays
 from mv4d_core.pipeline.postprocess import OCCUPANCY_DTYPE, unpack_rgb
 
 GRID = VoxelGridSpec((-8.0, -8.0, -1.0), (8.0, 8.0, 3.0), (1.0, 1.0, 1.0))   # (16, 16, 4)
@@ -25,8 +26,8 @@ R_OPT = np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0.0]])  # optical -> body, came
 
 
 class BoxEngine(Engine):
-    """Deterministic double: occupancy 0.9 in one voxel block (label 4, moving +2 m/s in x),
-    depth = 5 m everywhere; records every EngineInputs it receives and every reset."""
+    """Deterministic double: occupancy 0.9 in one voxel block (moving +2 m/s in x), depth = 5 m
+    everywhere; records every EngineInputs it receives and every reset."""
 
     def __init__(self, num_cameras: int | None = 2):
         self.spec = EngineSpec(image_hw=(16, 24), grid=GRID, depth_stride=4, num_cameras=num_cameras, name="box")
@@ -41,11 +42,10 @@ class BoxEngine(Engine):
         self.calls.append(inputs)
         prob = np.full(GRID.shape, 0.1, np.float32)
         prob[10:12, 7:9, 1] = 0.9
-        labels = np.full(GRID.shape, 4, np.uint8)
         flow = np.zeros(GRID.shape + (3,), np.float32)
         flow[..., 0] = 2.0
         n = inputs.images.shape[0]
-        return EngineOutputs(prob, labels, flow, np.full((n, 4, 6), 5.0, np.float32))
+        return EngineOutputs(prob, flow, np.full((n, 4, 6), 5.0, np.float32), inputs.T_prev_cur is not None)
 
 
 def make_frame(stamp_ns=1_000_000_000, names=CAMS, h=32, w=48, T_world_base=None, color=(200, 100, 50)):
@@ -76,14 +76,12 @@ def test_preprocess_resizes_images_and_scales_intrinsics():
     assert inp.T_prev_cur is None  # first frame: no temporal input
 
 
-def test_outputs_carry_stamp_frame_occupancy_labels_and_depth_points():
+def test_outputs_carry_stamp_frame_occupancy_and_depth_points():
     cfg = PerceptionConfig(camera_names=tuple(CAMS), points=PointsConfig(stride=1))
     pipe = PerceptionPipeline(BoxEngine(), cfg)
     out = pipe.process(make_frame(stamp_ns=42))
     assert out.stamp_ns == 42 and out.frame_id == "base_link" and out.camera_names == CAMS
-    assert out.occupied.sum() == 4
-    assert set(np.unique(out.occupancy_labels[out.occupied])) == {4}
-    assert set(np.unique(out.occupancy_labels[~out.occupied])) == {0}   # FREE elsewhere
+    assert out.occupied.sum() == 4 and out.occupancy_prob[out.occupied].min() == pytest.approx(0.9)
     assert out.depth_m.shape == (2, 4, 6)
     # Depth 5 m straight ahead of camera A (at x=1, looking +x): its points sit at x = 6 m.
     a = out.points_camera == 0
@@ -129,16 +127,21 @@ def test_engine_camera_count_must_match_the_configuration():
 
 def test_temporal_inputs_and_resets_on_clock_jump_back_and_gaps():
     engine = BoxEngine()
-    pipe = PerceptionPipeline(engine, PerceptionConfig(camera_names=tuple(CAMS)), temporal=True, max_gap_s=1.0)
+    pipe = PerceptionPipeline(engine, PerceptionConfig(camera_names=tuple(CAMS), max_clock_jump_s=1.0),
+                              temporal=True, max_gap_s=1.0)
     T0 = np.eye(4)
     T1 = make_transform(np.eye(3), np.array([0.5, 0.0, 0.0]))      # ego moved 0.5 m forward
-    pipe.process(make_frame(1_000_000_000, T_world_base=T0))
-    pipe.process(make_frame(1_100_000_000, T_world_base=T1))
+    pipe.process(make_frame(2_000_000_000, T_world_base=T0))
+    pipe.process(make_frame(2_100_000_000, T_world_base=T1))
     np.testing.assert_allclose(engine.calls[1].T_prev_cur[:3, 3], [0.5, 0, 0])   # cur -> prev
     assert engine.resets == 0
-    pipe.process(make_frame(900_000_000, T_world_base=T0))                      # bag looped
+    # 0.2 s older than the previous frame: late (max_clock_jump_s 1.0), refused, nothing reset
+    with pytest.raises(LateFrame, match="late"):
+        pipe.process(make_frame(1_900_000_000, T_world_base=T0))
+    assert len(engine.calls) == 2 and engine.resets == 0
+    pipe.process(make_frame(500_000_000, T_world_base=T0))                      # 1.6 s back: the bag looped
     assert engine.resets == 1 and engine.calls[2].T_prev_cur is None
-    pipe.process(make_frame(3_000_000_000, T_world_base=T0))                    # 2.1 s gap
+    pipe.process(make_frame(3_000_000_000, T_world_base=T0))                    # 2.5 s gap
     assert engine.resets == 2 and engine.calls[3].T_prev_cur is None
     assert pipe.stats.resets == {"clock_jump_back": 1, "gap": 1}
 
@@ -173,7 +176,6 @@ def test_non_temporal_pipeline_never_passes_previous_frames():
 
 def test_real_untrained_torch_model_runs_through_the_pipeline():
     from mv4d_core.models import ModelConfig
-    from mv4d_core.pipeline.engines import TorchEngine
 
     mcfg = ModelConfig.tiny().replace(num_cameras=2, temporal=True)
     engine = TorchEngine.from_model_config(mcfg)
@@ -209,8 +211,6 @@ def _save_tiny_checkpoint(path, **extra):
 def test_create_engine_loads_a_checkpoint_and_prefers_ema_weights(tmp_path):
     import torch
 
-    from mv4d_core.pipeline.engines import TorchEngine, create_engine
-
     cfg, model = _save_tiny_checkpoint(tmp_path / "plain.pt")
     engine = create_engine("torch", str(tmp_path / "plain.pt"), "cpu")
     assert isinstance(engine, TorchEngine) and engine.spec.num_cameras == 2
@@ -227,39 +227,34 @@ def test_create_engine_loads_a_checkpoint_and_prefers_ema_weights(tmp_path):
     ("torch", "/nonexistent/model.pt", "cpu", "checkpoint"),
 ])
 def test_create_engine_errors_name_the_parameter(engine, checkpoint, device, parameter):
-    from mv4d_core.pipeline.engines import create_engine
-
-    with pytest.raises(ConfigError, match=f"parameter '{parameter}'"):
+    with pytest.raises(EngineError) as err:
         create_engine(engine, checkpoint, device)
+    assert err.value.parameter == parameter
 
 
 def test_checkpoint_without_model_config_is_rejected(tmp_path):
     import torch
 
-    from mv4d_core.pipeline.engines import create_engine
-
     torch.save({"model": {}}, tmp_path / "bare.pt")
-    with pytest.raises(ConfigError, match="parameter 'checkpoint'.*no 'model_config'"):
+    with pytest.raises(EngineError, match="no 'model_config'") as err:
         create_engine("torch", str(tmp_path / "bare.pt"), "cpu")
+    assert err.value.parameter == "checkpoint"
 
 
 def test_cuda_device_without_cuda_names_the_device_parameter(tmp_path):
     import torch
 
-    from mv4d_core.pipeline.engines import create_engine
-
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here: the refusal path cannot be exercised")
     _save_tiny_checkpoint(tmp_path / "m.pt")
-    with pytest.raises(ConfigError, match="parameter 'device'"):
+    with pytest.raises(EngineError, match="CUDA") as err:
         create_engine("torch", str(tmp_path / "m.pt"), "cuda")
+    assert err.value.parameter == "device"
 
 
 @pytest.mark.gpu
 def test_torch_engine_runs_on_cuda(tmp_path):
     import torch
-
-    from mv4d_core.pipeline.engines import create_engine
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")

@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 import yaml
 
-from mv4d_core.pipeline.config import (PARAMETERS, ConfigError, PerceptionConfig, json_schema,
-                                       ros_parameters_from_yaml)
+from mv4d_core.pipeline.config import (PARAMETERS, ConfigError, PerceptionConfig, json_schema, param_table_markdown,
+                                       param_yaml, ros_parameters_from_yaml)
 
 REPO = Path(__file__).resolve().parents[1]
 YAML_PATH = REPO / "config" / "mv4d.param.yaml"
@@ -114,5 +114,12 @@ def test_flat_and_nested_forms_agree():
 
 def test_every_parameter_is_documented_in_the_node_readme():
     readme = (REPO / "mv4d_ros" / "README.md").read_text()
+    assert param_table_markdown() in readme, "regenerate: python -m mv4d_core.pipeline.config --params-table"
     for p in PARAMETERS:
         assert f"| `{p.name}` |" in readme, f"parameter {p.name} missing from mv4d_ros/README.md"
+
+
+def test_shipped_parameter_file_is_generated_from_the_config_fields():
+    assert YAML_PATH.read_text() == param_yaml(), "regenerate: python -m mv4d_core.pipeline.config --params-yaml"
+    # every field default appears once: the table is derived from the dataclasses, not written twice
+    assert PerceptionConfig().to_flat_dict() == {p.name: p.default for p in PARAMETERS}

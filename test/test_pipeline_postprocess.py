@@ -8,26 +8,24 @@ import pytest
 from mv4d_core.geometry.camera import PinholeCamera, project
 from mv4d_core.geometry.transforms import make_transform, transform_points
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
-from mv4d_core.pipeline.postprocess import (FLOW_DTYPE, OCCUPANCY_DTYPE, POINTS_DTYPE, bev_grid, depth_image,
-                                            depth_points, flow_points, marker_cubes, occupied_voxels, pack_rgb,
-                                            unpack_rgb)
+from mv4d_core.pipeline.postprocess import (FLOW_DTYPE, OCCUPANCY_DTYPE, POINTS_DTYPE, backproject_depth, bev_grid,
+                                            depth_image, flow_points, marker_cubes, occupied_voxels, pack_rgb,
+                                            points_cloud, unpack_rgb)
 
 GRID = VoxelGridSpec((-4.0, -2.0, -1.0), (4.0, 2.0, 1.0), (0.5, 0.5, 0.5))  # (16, 8, 4)
 
 
-def test_occupied_voxels_gives_centres_labels_and_probabilities():
+def test_occupied_voxels_gives_centres_and_probabilities():
     prob = np.zeros(GRID.shape, np.float32)
-    labels = np.zeros(GRID.shape, np.uint8)
-    prob[0, 0, 0], labels[0, 0, 0] = 0.9, 4
-    prob[15, 7, 3], labels[15, 7, 3] = 0.5, 7      # exactly at the threshold counts as occupied
+    prob[0, 0, 0] = 0.9
+    prob[15, 7, 3] = 0.5                            # exactly at the threshold counts as occupied
     prob[3, 3, 3] = 0.49
     prob[5, 5, 1] = np.nan                          # NaN is never occupied
-    v = occupied_voxels(prob, GRID, 0.5, labels)
-    assert v.dtype == OCCUPANCY_DTYPE and v.dtype.itemsize == 20
+    v = occupied_voxels(prob, GRID, 0.5)
+    assert v.dtype == OCCUPANCY_DTYPE and v.dtype.itemsize == 16 and v.dtype.names == ("x", "y", "z", "prob")
     assert len(v) == 2
     np.testing.assert_allclose([v["x"][0], v["y"][0], v["z"][0]], [-3.75, -1.75, -0.75])
     np.testing.assert_allclose([v["x"][1], v["y"][1], v["z"][1]], [3.75, 1.75, 0.75])
-    assert v["label"].tolist() == [4, 7]
     np.testing.assert_allclose(v["prob"], [0.9, 0.5])
 
 
@@ -67,7 +65,7 @@ def test_depth_points_back_project_onto_the_true_3d_points():
     depth[0, 0, 2] = 100.0           # beyond max_depth_m: skipped
     colors = np.zeros((1, 24, 32, 3), np.uint8)
     colors[0, 12, 16] = (10, 20, 30)
-    pts = depth_points(depth, cam.K[None], T_base_cam[None], colors, stride=1, max_depth_m=50.0)
+    pts = points_cloud(*backproject_depth(depth, cam.K[None], T_base_cam[None], colors, stride=1, max_depth_m=50.0)[:2])
     assert pts.dtype == POINTS_DTYPE and len(pts) == 24 * 32 - 3
     xyz = np.stack([pts["x"], pts["y"], pts["z"]], -1)
     # Every point re-projects into the camera at depth 5 inside the image.
@@ -81,7 +79,7 @@ def test_depth_points_back_project_onto_the_true_3d_points():
                                atol=1e-4)
     np.testing.assert_array_equal(unpack_rgb(pts["rgb"][hit:hit + 1])[0], [10, 20, 30])
     # Stride thins the cloud.
-    assert len(depth_points(depth, cam.K[None], T_base_cam[None], colors, stride=4)) < len(pts) / 10
+    assert len(backproject_depth(depth, cam.K[None], T_base_cam[None], colors, stride=4)[0]) < len(pts) / 10
 
 
 def test_depth_image_marks_invalid_as_nan_and_keeps_inf():
@@ -111,19 +109,22 @@ def test_bev_grid_marks_unobserved_columns_unknown():
     assert bev.data[0] == -1 and bev.data[1] == 20
 
 
-def test_marker_cubes_are_capped_keep_the_most_probable_and_group_by_label():
+def test_marker_cubes_are_capped_keep_the_most_probable_and_group_by_layer():
     rng = np.random.default_rng(0)
     v = np.zeros(100, OCCUPANCY_DTYPE)
-    v["x"] = np.arange(100)
+    v["x"] = np.arange(100) * 0.01 - 0.5
+    v["z"] = GRID.range_min[2] + (np.arange(100) % 3 + 0.5) * GRID.voxel_size[2]    # layers 0, 1, 2
     v["prob"] = rng.uniform(0.5, 1.0, 100)
-    v["label"] = np.arange(100) % 3
-    cubes = marker_cubes(v, max_markers=10)
+    cubes = marker_cubes(v, GRID, max_markers=10)
     assert sum(len(c.points) for c in cubes) == 10
     kept_x = np.sort(np.concatenate([c.points[:, 0] for c in cubes]))
-    np.testing.assert_array_equal(kept_x, np.sort(v["x"][np.argsort(-v["prob"])[:10]]))
-    assert [c.label for c in cubes] == sorted({c.label for c in cubes})
+    np.testing.assert_allclose(kept_x, np.sort(v["x"][np.argsort(-v["prob"])[:10]]))
+    assert [c.layer for c in cubes] == sorted({c.layer for c in cubes})
     for c in cubes:
-        assert np.all(v["label"][c.points[:, 0].astype(int)] == c.label)
+        layer = np.floor((c.points[:, 2] - GRID.range_min[2]) / GRID.voxel_size[2])
+        assert np.all(layer == c.layer)
         assert len(c.color_rgba) == 4 and all(0 <= x <= 1 for x in c.color_rgba)
-    assert len({c.color_rgba for c in cubes}) == len(cubes)
-    assert sum(len(c.points) for c in marker_cubes(v, 1000)) == 100
+    assert len({c.color_rgba for c in cubes}) == len(cubes)          # one colour per height
+    assert sum(len(c.points) for c in marker_cubes(v, GRID, 1000)) == 100
+    with pytest.raises(ValueError, match="max_markers"):
+        marker_cubes(v, GRID, 0)

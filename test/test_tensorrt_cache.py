@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from mv4d_core.export.engines_tensorrt import (CACHE_FORMAT, EngineCacheKey, build_engine, decide, gpu_slug,
+from mv4d_core.engines.tensorrt_engine import (CACHE_FORMAT, EngineCacheKey, build_engine, decide, gpu_slug,
                                                prepare_engine, tensorrt_available)
-from mv4d_core.pipeline.engines import EngineError
+from mv4d_core.engines import EngineError
 
 
 class RecordingBackend:
@@ -140,7 +140,7 @@ def test_sidecar_mismatch_empty_engine_and_force_rebuild(onnx_file, tmp_path):
 
 
 def _key_for(onnx_file, backend):
-    from mv4d_core.export.engines_tensorrt import cache_key_for
+    from mv4d_core.engines.tensorrt_engine import cache_key_for
 
     return cache_key_for(onnx_file, "fp32", backend)
 
@@ -171,31 +171,31 @@ def test_missing_onnx_file_is_a_clear_error(tmp_path):
 @pytest.mark.skipif(tensorrt_available(), reason="TensorRT is installed here")
 def test_without_tensorrt_engine_and_cli_name_what_to_install(tmp_path, capsys):
     from mv4d_core.cli import main
-    from mv4d_core.pipeline.config import ConfigError
-    from mv4d_core.pipeline.engines import create_engine
+    from mv4d_core.engines import create_engine
 
     (tmp_path / "m.onnx").write_bytes(b"x")
-    with pytest.raises(ConfigError, match="parameter 'engine'.*TensorRT is not installed.*tensorrt"):
+    with pytest.raises(EngineError, match="TensorRT is not installed.*tensorrt") as err:
         create_engine("tensorrt", str(tmp_path / "m.onnx"), "cuda")
+    assert err.value.parameter == "engine"
     assert main(["export", "--onnx", str(tmp_path / "m.onnx"), "--tensorrt", "fp16", "--build-only"]) == 1
     err = capsys.readouterr().err
     assert "TensorRT is not installed" in err and "tensorrt-cu12" in err
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not tensorrt_available(), reason="TensorRT is not installed (optional; dependencies.md section 6)")
+@pytest.mark.skipif(not tensorrt_available(), reason="TensorRT is not installed (optional; it needs NVIDIA's package index)")
 def test_real_tensorrt_engine_matches_onnxruntime(tmp_path):
     import numpy as np
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("TensorRT needs CUDA")
-    from mv4d_core.export.engines_onnx import OnnxRuntimeEngine
-    from mv4d_core.export.engines_tensorrt import TensorRTEngine
-    from mv4d_core.export.graph import example_inputs
+    from mv4d_core.engines import EngineInputs
+    from mv4d_core.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from mv4d_core.engines.tensorrt_engine import TensorRTEngine
     from mv4d_core.export.onnx_export import export_onnx
+    from mv4d_core.export.wrapper import example_inputs
     from mv4d_core.models import ModelConfig, build_model
-    from mv4d_core.pipeline.engines import EngineInputs
 
     cfg = ModelConfig.tiny()
     torch.manual_seed(0)

@@ -14,7 +14,8 @@ from mv4d_core.data.synth import generate_sequence
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 from mv4d_core.models import ModelConfig, build_model
 from mv4d_core.training.config import TrainConfig
-from mv4d_core.training.data import Sequence, TripletDataset, parse_frame_slice
+from mv4d_core.data.sources import Sequence, parse_frame_slice
+from mv4d_core.training.data import TripletDataset
 from mv4d_core.losses.flow_chamfer import ChamferFlowLoss, GroundStaticFlowLoss, truncated_chamfer
 from mv4d_core.training.step import SelfSupervisedStep
 

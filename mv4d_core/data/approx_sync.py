@@ -162,22 +162,3 @@ class ApproximateTimeSynchronizer(_SynchronizerBase):
                     return self._emit(stamps)
             self.counters.no_valid_combination += 1
             return None
-
-
-class TimeSynchronizer(_SynchronizerBase):
-    """Python ``message_filters.TimeSynchronizer``: emits every stamp present in all queues, oldest
-    first; each queue keeps at most ``queue_size`` stamps (oldest evicted)."""
-
-    def add(self, index: int, msg: Any, stamp_ns: int) -> list[tuple]:
-        self._check_index(index)
-        t = int(stamp_ns)
-        out: list[tuple] = []
-        with self.lock:
-            self.counters.received[index] += 1
-            self._store(self.queues[index], index, msg, t)
-            common = set(self.queues[0]).intersection(*map(set, self.queues[1:]))
-            for s in sorted(common):
-                out.append(self._emit([s] * self.num_inputs))
-            if not common:
-                self.counters.no_candidates += 1
-        return out

@@ -3,7 +3,8 @@
 The synchronization report replays the header stamps (read from the raw CDR, no image decoding)
 of the camera and LiDAR topics through the same ApproximateTime contract as ``read_frames``:
 synchronized sets, their stamp spread (min/median/max), messages dropped by queue eviction and
-left unmatched — the numbers to pick ``--slop`` from (ros2_conventions.md section 4).
+left unmatched — the numbers to pick ``--slop`` from (nuScenes cameras fire across one 50 ms LiDAR
+sweep, so their spread approaches 50 ms).
 """
 
 from __future__ import annotations

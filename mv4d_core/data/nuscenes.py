@@ -209,10 +209,3 @@ class NuScenesReader:
                     return
                 yield self.frame(tok, image_size, motion_compensate)
                 n += 1
-
-
-def iter_nuscenes_frames(dataroot: str | Path, version: str, scenes: list[str] | None = None,
-                         image_size: tuple[int, int] | None = None, max_frames: int | None = None,
-                         backend: str = "auto") -> Iterator[FrameRecord]:
-    """Shortcut: :meth:`NuScenesReader.frames` of ``NuScenesReader.open(dataroot, version, backend)``."""
-    yield from NuScenesReader.open(dataroot, version, backend).frames(scenes, image_size, max_frames)

@@ -24,6 +24,10 @@ class EngineError(RuntimeError):
         super().__init__(message)
         self.parameter = parameter
 
+    def for_cli(self) -> str:
+        """The message for a command line: ``--checkpoint: file x does not exist``."""
+        return f"--{self.parameter}: {self}" if self.parameter else str(self)
+
 
 @dataclass(frozen=True)
 class EngineSpec:

@@ -106,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
             return 2
         seqs = [s for s in seqs if s.frames]
         scorer, n_frames = evaluate(engine, seqs, args.frames)
-    except (EngineError, ConfigError, FrameError, FileNotFoundError, ValueError) as e:
+    except EngineError as e:
+        print(f"mv4d eval: {e.for_cli()}", file=sys.stderr)
+        return 2
+    except (ConfigError, FrameError, FileNotFoundError, ValueError) as e:
         print(f"mv4d eval: {e}", file=sys.stderr)
         return 2
     results = scorer.results()

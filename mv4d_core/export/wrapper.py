@@ -33,8 +33,10 @@ class ExportWrapper(nn.Module):
     def output_names(self) -> tuple[str, ...]:
         return output_names()
 
-    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(ModelInputs(**dict(zip(self.input_names, tensors))))
+    def forward(self, images: torch.Tensor, intrinsics: torch.Tensor, T_base_cam: torch.Tensor,
+                prev_volume: torch.Tensor | None = None, T_prev_cur: torch.Tensor | None = None,
+                prev_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        out = self.model(ModelInputs(images, intrinsics, T_base_cam, prev_volume, T_prev_cur, prev_valid))
         named = out.inference_tensors()
         return tuple(named[n] for n in self.output_names)
 

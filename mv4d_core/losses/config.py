@@ -1,8 +1,9 @@
 """``LossConfig``: one typed source of truth for which losses run, their weights and parameters.
 
 A weight of 0 leaves a loss out of the :class:`LossSet` (so its inputs need not exist).
-Defaults follow seed_methods.md section 7 (camera-only; LiDAR terms, depth-head consistency,
-forward-backward cycle and masked reconstruction off until the model provides their inputs).
+Defaults are camera-only (photometric reprojection, rendered RGB, Eikonal/Hessian, smoothness and
+flow priors, after SelfOcc); LiDAR terms, depth-head consistency, forward-backward cycle and masked
+reconstruction are off until a recipe switches them on.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class LossConfig:
 
     @classmethod
     def with_lidar(cls) -> "LossConfig":
-        """Camera losses + UniPAD LiDAR depth + UniScene focal occupancy (weights of section 7)."""
+        """Camera losses + UniPAD LiDAR depth + UniScene focal occupancy, both at weight 1."""
         return cls(lidar_depth=1.0, occupancy_focal=1.0)
 
     @classmethod

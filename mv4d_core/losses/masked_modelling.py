@@ -16,7 +16,7 @@ import torch
 from mv4d_core.geometry.transforms import invert_transform
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 from mv4d_core.losses.base import WeightedLoss
-from mv4d_core.models.temporal import warp_volume  # pure ego-warp of (B, C, X, Y, Z) volumes (H3)
+from mv4d_core.models.temporal import warp_volume  # pure ego-warp of (B, C, X, Y, Z) volumes
 
 
 def random_patch_mask(batch: int, height: int, width: int, patch: int = 16, ratio: float = 0.3,

@@ -5,15 +5,17 @@ written once with :func:`param`) are the single source of truth. From them come
 
 * the parameter table :data:`PARAMETERS` (dotted ROS names such as ``sync.slop_s``) and the
   validation of :meth:`PerceptionConfig.from_dict` (errors name the parameter),
-* the JSON schema shipped as ``config/mv4d.schema.json`` (:func:`json_schema`) and the parameter
-  file ``config/mv4d.param.yaml`` (:func:`param_yaml`); a test checks both shipped files equal
-  their generated form, so nothing can drift,
+* the JSON schema shipped as ``config/mv4d.schema.json`` (:func:`json_schema`), the parameter
+  file ``config/mv4d.param.yaml`` (:func:`param_yaml`) and the parameter table of
+  ``mv4d_ros/README.md`` (:func:`param_table_markdown`); a test checks the shipped files equal their
+  generated form, so nothing can drift,
 * the ROS parameter declarations of ``mv4d_ros.perception_node`` (type, range, description).
 
-Regenerate both files after editing a field::
+Regenerate them after editing a field::
 
     python -m mv4d_core.pipeline.config --schema > config/mv4d.schema.json
     python -m mv4d_core.pipeline.config --params-yaml > config/mv4d.param.yaml
+    python -m mv4d_core.pipeline.config --params-table     # paste into mv4d_ros/README.md
 """
 
 from __future__ import annotations
@@ -377,6 +379,37 @@ def param_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
+def param_table_markdown() -> str:
+    """The parameter table of ``mv4d_ros/README.md`` (name, type, description with limits, default)."""
+    types = {"bool": "bool", "int": "int", "float": "double", "str": "string", "str_list": "string[]"}
+
+    def esc(text: str) -> str:
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+    def limits(spec: ParamSpec) -> str:
+        parts = []
+        for attr, sign in (("exclusive_minimum", ">"), ("minimum", ">="), ("exclusive_maximum", "<"),
+                           ("maximum", "<=")):
+            v = getattr(spec, attr)
+            if v is not None:
+                parts.append(f"{sign} {v:g}")
+        if spec.enum:
+            parts.append("one of " + ", ".join(f"`{e}`" for e in spec.enum))
+        return f" ({esc('; '.join(parts))})" if parts else ""
+
+    def default(spec: ParamSpec) -> str:
+        v = spec.default
+        if isinstance(v, list):
+            return ", ".join(f"`{x}`" for x in v)
+        if isinstance(v, bool):
+            return f"`{str(v).lower()}`"
+        return '`""`' if v == "" else f"`{v}`"
+
+    rows = ["| Name | Type | Description | Default |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{p.name}` | {types[p.type]} | {esc(p.description)}{limits(p)} | {default(p)} |" for p in PARAMETERS]
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--schema"]:
@@ -385,7 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv == ["--params-yaml"]:
         sys.stdout.write(param_yaml())
         return 0
-    print("usage: python -m mv4d_core.pipeline.config --schema | --params-yaml", file=sys.stderr)
+    if argv == ["--params-table"]:
+        sys.stdout.write(param_table_markdown())
+        return 0
+    print("usage: python -m mv4d_core.pipeline.config --schema | --params-yaml | --params-table", file=sys.stderr)
     return 2
 
 

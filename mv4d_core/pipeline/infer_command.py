@@ -84,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
             cfg = PerceptionConfig.from_dict({"camera_names": list(first.camera_names)})
         engine = create_engine(args.engine, args.checkpoint, args.device)
         pipeline = PerceptionPipeline(engine, cfg, temporal=not args.no_temporal)
-    except (ConfigError, EngineError) as e:
+    except EngineError as e:
+        print(f"mv4d infer: {e.for_cli()}", file=sys.stderr)
+        return 2
+    except ConfigError as e:
         print(f"mv4d infer: {e}", file=sys.stderr)
         return 2
     want = {k for k in ("occupancy", "points", "flow", "depth", "bev") if getattr(cfg.publish, k)}
