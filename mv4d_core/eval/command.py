@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mv4d_core.utils.threads import restores_torch_threads
+
 HELP = "run an engine through the perception pipeline on recorded data and score its outputs next to baselines"
 
 
@@ -81,6 +83,7 @@ def evaluate(engine, sequences, frames_spec: str | None = None, method: str = "m
     return scorer, len(scored)
 
 
+@restores_torch_threads
 def run(args: argparse.Namespace) -> int:
     import json
     import time

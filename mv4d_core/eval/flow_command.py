@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from mv4d_core.utils.threads import restores_torch_threads
+
 HELP = "fit mv4d's label-free flow objective to LiDAR sweep pairs (Argoverse 2) and score it against flow labels"
 
 
@@ -26,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
 
 
+@restores_torch_threads
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 

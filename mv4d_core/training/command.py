@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mv4d_core.utils.threads import restores_torch_threads
+
 HELP = "self-supervised training from a YAML recipe (writes RUN_DIR/last.pt, config.yaml, tb/, summary.json)"
 
 
@@ -40,6 +42,7 @@ def _log_line(step: int, terms: dict, loss: float, sec_per_step: float) -> str:
     return f"step {step} loss={loss:.4f} {main} | {stats} | {sec_per_step:.2f} s/step"
 
 
+@restores_torch_threads
 def run(args: argparse.Namespace) -> int:
     import json
     import os
