@@ -213,7 +213,7 @@ def test_create_engine_loads_a_checkpoint_and_prefers_ema_weights(tmp_path):
 
     cfg, model = _save_tiny_checkpoint(tmp_path / "plain.pt")
     engine = create_engine("torch", str(tmp_path / "plain.pt"), "cpu")
-    assert isinstance(engine, TorchEngine) and engine.spec.num_cameras == 2
+    assert isinstance(engine, TorchEngine) and engine.spec.num_cameras is None      # cameras are data
     assert engine.spec.image_hw == (cfg.image_height, cfg.image_width) and engine.spec.grid == cfg.grid
     ema = {k: v + 1.0 if v.is_floating_point() else v for k, v in model.state_dict().items()}
     _save_tiny_checkpoint(tmp_path / "ema.pt", ema=ema)

@@ -8,6 +8,9 @@ Every per-camera array is in the order of ``camera_names`` (the rig order). Fram
 * ``T_world_base``: ``(4, 4)`` ego pose, ``base_link`` -> world (``map``/``odom``) at ``stamp_ns``.
 * ``lidar_xyz``: ``(P, 3)`` float32 metres in ``base_link`` (already moved out of the LiDAR frame).
 * ``lidar_intensity``, ``lidar_time_offset_s``: ``(P,)`` float32 when the source has them.
+* ``T_base_lidar``: ``(4, 4)`` LiDAR frame -> base_link when known (its origin casts free space).
+* ``lidar_ring``: ``(P,)`` int16 beam (ring) index of each point when the source has it (nuScenes
+  LIDAR_TOP, the synthetic LiDAR, bags whose cloud has a ``ring`` field).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class FrameRecord:
     camera_stamps_ns: np.ndarray | None = None
     gt: GroundTruth | None = None
     source: str = ""
+    lidar_ring: np.ndarray | None = None
+    T_base_lidar: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.camera_names)
@@ -79,6 +84,13 @@ class FrameRecord:
             raise ValueError(f"T_world_base must be (4, 4), got {self.T_world_base.shape}")
         if self.lidar_xyz is not None:
             self.lidar_xyz = np.asarray(self.lidar_xyz, dtype=np.float32).reshape(-1, 3)
+        for name in ("lidar_intensity", "lidar_time_offset_s", "lidar_ring"):
+            v = getattr(self, name)
+            if v is not None and (self.lidar_xyz is None or len(v) != len(self.lidar_xyz)):
+                raise ValueError(f"{name} must have one entry per LiDAR point "
+                                 f"({0 if self.lidar_xyz is None else len(self.lidar_xyz)}), got {len(v)}")
+        if self.lidar_ring is not None:
+            self.lidar_ring = np.asarray(self.lidar_ring, dtype=np.int16)
 
     @property
     def num_cameras(self) -> int:

@@ -10,8 +10,8 @@ Frames and conventions of each record:
 
 * ``stamp_ns``: the LIDAR_TOP keyframe timestamp; ``T_world_base``: the ego pose at that stamp
   (nuScenes ``ego`` frame = mv4d ``base_link``; ``world`` = the log's global frame).
-* ``lidar_xyz``: LIDAR_TOP points moved into base_link with the LiDAR calibration; intensity kept
-  (0..255), the ring index dropped.
+* ``lidar_xyz``: LIDAR_TOP points moved into base_link with the LiDAR calibration; intensity (0..255)
+  and the ring index (0-31, the 5th field of ``.pcd.bin``) kept.
 * cameras in :data:`NUSCENES_CAMERAS` order, uint8 RGB (optionally resized, intrinsics
   follow); ``T_base_cam`` = the camera calibration (optical frame -> ego), constant per log so a
   scene can go to a rosbag's ``/tf_static``. Cameras fire up to ~40 ms away from the LiDAR stamp
@@ -197,7 +197,8 @@ class NuScenesReader:
             stamp_ns=int(lsd["timestamp"]) * 1000, camera_names=list(NUSCENES_CAMERAS),
             images=np.ascontiguousarray(np.stack(images)), intrinsics=np.stack(Ks), T_base_cam=np.stack(Ts),
             T_world_base=T_world_base, lidar_xyz=xyz, lidar_intensity=pts[:, 3].copy(),
-            camera_stamps_ns=np.asarray(stamps, np.int64), source=f"nuscenes:{scene['name']}:{sample_token}")
+            camera_stamps_ns=np.asarray(stamps, np.int64), source=f"nuscenes:{scene['name']}:{sample_token}",
+            lidar_ring=pts[:, 4].astype(np.int16), T_base_lidar=T_base_lidar)
 
     def frames(self, scenes: list[str] | None = None, image_size: tuple[int, int] | None = None,
                max_frames: int | None = None, motion_compensate: bool = False) -> Iterator[FrameRecord]:

@@ -279,6 +279,8 @@ def write_frames(path: str | Path, frames: Iterable[FrameRecord], topic_map: Top
                     extras["intensity"] = np.asarray(frame.lidar_intensity, np.float32)
                 if frame.lidar_time_offset_s is not None:
                     extras["t"] = np.asarray(frame.lidar_time_offset_s, np.float32)
+                if frame.lidar_ring is not None:
+                    extras["ring"] = np.asarray(frame.lidar_ring, np.uint16)
                 cloud = xyz_to_pointcloud2(pts, stamp, topic_map.lidar_frame, extra=extras, factory=factory)
                 put(topic_map.lidar, cloud, stamp)
             tf = StampedTransform(topic_map.world_frame, topic_map.base_frame, stamp, frame.T_world_base)
@@ -529,14 +531,14 @@ def _build_frame(path: Path, ts, tm: TopicMap, msgs: tuple, rig: Rig | None, tf:
     if len(sizes) > 1:
         raise BagError(f"{path}: cameras have different image sizes "
                        f"{ {c.name: im.shape[:2] for c, im in zip(tm.cameras, images)} }; FrameRecord needs one size")
-    lidar_xyz = intensity = t_off = None
+    lidar_xyz = intensity = t_off = ring = lidar_T = None
     stamp_ns = cam_stamps[0]
     if tm.lidar:
         msgtype, raw = msgs[n]
         cloud = _deserialize(ts, raw, msgtype, tm.lidar)
         stamp_ns = stamp_to_ns(cloud.header.stamp)
         names = {f.name for f in cloud.fields}
-        wanted = [f for f in ("intensity", "t") if f in names]
+        wanted = [f for f in ("intensity", "t", "ring") if f in names]
         try:
             xyz = read_xyz(cloud, wanted)
         except MessageError as e:
@@ -545,6 +547,7 @@ def _build_frame(path: Path, ts, tm: TopicMap, msgs: tuple, rig: Rig | None, tf:
         frame_id = str(cloud.header.frame_id) or tm.base_frame
         if frame_id == tm.base_frame:
             lidar_xyz = xyz.xyz
+            lidar_T = None      # points already in base_link: the sensor origin is unknown
         else:
             lidar_T = rig.lidar.T_base_lidar if rig is not None and rig.lidar is not None else None
             if lidar_T is None:
@@ -556,6 +559,7 @@ def _build_frame(path: Path, ts, tm: TopicMap, msgs: tuple, rig: Rig | None, tf:
                          else transform_points(lidar_T, xyz.xyz.astype(np.float64)).astype(np.float32))
         intensity = xyz.fields.get("intensity")
         t_off = xyz.fields.get("t")
+        ring = xyz.fields.get("ring")
     T_world_base = np.eye(4)
     if ego is not None:
         try:
@@ -567,4 +571,6 @@ def _build_frame(path: Path, ts, tm: TopicMap, msgs: tuple, rig: Rig | None, tf:
     return FrameRecord(stamp_ns=stamp_ns, camera_names=tm.camera_names, images=np.stack(images),
                        intrinsics=np.stack(Ks), T_base_cam=np.stack(Ts), T_world_base=T_world_base,
                        lidar_xyz=lidar_xyz, lidar_intensity=intensity, lidar_time_offset_s=t_off,
-                       camera_stamps_ns=np.asarray(cam_stamps, np.int64), source=f"rosbag:{path.name}")
+                       camera_stamps_ns=np.asarray(cam_stamps, np.int64), source=f"rosbag:{path.name}",
+                       lidar_ring=None if ring is None else np.rint(ring).astype(np.int16),
+                       T_base_lidar=lidar_T if tm.lidar else None)

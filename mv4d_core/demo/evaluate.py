@@ -44,7 +44,8 @@ def evaluate_outputs(frames: list, outputs: OutputsBag, grid: VoxelGridSpec, met
     frames, flagged in the notes)."""
     from mv4d_core.eval.command import frame_interval_s
 
-    scorer = Scorer()
+    # `mv4d infer` ran on every ring: score against them all (the held-out-ring protocol is `mv4d eval`'s)
+    scorer = Scorer(heldout_rings=False)
     scored = [(i, f) for i, f in enumerate(frames) if outputs.for_frame(f) is not None]
     fit = constant_fit_frames if constant_fit_frames is not None else [f for _, f in scored]
     scorer.fit_constants(fit, fit_on_eval=constant_fit_frames is None)

@@ -3,8 +3,10 @@ tensors, shared by every engine: the torch engine feeds the same names to ``MV4D
 exported graph takes as inputs, and reads back the same :data:`~mv4d_core.models.outputs.INFERENCE_OUTPUTS`.
 
 Graph inputs (batch first, B = 1 here): ``images`` (B, N, 3, h, w), ``intrinsics`` (B, N, 3, 3),
-``T_base_cam`` (B, N, 4, 4), and for temporal models ``prev_volume`` (B, C, X, Y, Z), ``T_prev_cur``
-(B, 4, 4), ``prev_valid`` (B,): zeros, identity and 0 when there is no usable previous frame.
+``T_base_cam`` (B, N, 4, 4), for temporal models ``prev_volume`` (B, C, X, Y, Z), ``T_prev_cur``
+(B, 4, 4), ``prev_valid`` (B,): zeros, identity and 0 when there is no usable previous frame; for
+fusion models ``lidar_volume`` (B, C_l, X, Y, Z), ``lidar_depth`` (B, N, 3, h, w), ``lidar_valid`` (B,):
+zeros and 0 when the sample has no usable sweep.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from mv4d_core.models.outputs import INFERENCE_OUTPUTS
 
 BASE_INPUTS: tuple[str, ...] = ("images", "intrinsics", "T_base_cam")
 TEMPORAL_INPUTS: tuple[str, ...] = ("prev_volume", "T_prev_cur", "prev_valid")
+LIDAR_INPUTS: tuple[str, ...] = ("lidar_volume", "lidar_depth", "lidar_valid")
 
 
-def input_names(temporal: bool) -> tuple[str, ...]:
-    return BASE_INPUTS + (TEMPORAL_INPUTS if temporal else ())
+def input_names(temporal: bool, lidar: bool = False) -> tuple[str, ...]:
+    return BASE_INPUTS + (TEMPORAL_INPUTS if temporal else ()) + (LIDAR_INPUTS if lidar else ())
 
 
 def output_names() -> tuple[str, ...]:
@@ -47,6 +50,19 @@ def model_feeds(inputs: EngineInputs, state, model_config) -> tuple[dict[str, ob
                                             np.float32)
             feeds["T_prev_cur"] = np.eye(4, dtype=np.float32)[None]
         feeds["prev_valid"] = np.array([1.0 if use_prev else 0.0], np.float32)
+    if model_config.lidar.enabled:
+        from mv4d_core.models.lidar_inputs import volume_channels
+
+        has = inputs.lidar_volume is not None and inputs.lidar_depth is not None
+        if has:
+            feeds["lidar_volume"] = f32(inputs.lidar_volume)
+            feeds["lidar_depth"] = f32(inputs.lidar_depth)
+        else:
+            n, _, h, w = inputs.images.shape
+            feeds["lidar_volume"] = np.zeros((1, volume_channels(model_config.lidar.previous_sweeps))
+                                             + tuple(model_config.grid.shape), np.float32)
+            feeds["lidar_depth"] = np.zeros((1, n, 3, h, w), np.float32)
+        feeds["lidar_valid"] = np.array([1.0 if has else 0.0], np.float32)
     return feeds, use_prev
 
 

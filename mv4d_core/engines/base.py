@@ -34,8 +34,9 @@ class EngineSpec:
     """What an engine expects and produces.
 
     ``image_hw``: model input ``(h, w)``; ``grid``: output volume in base_link; ``depth_stride``:
-    model image size / depth map size; ``num_cameras``: fixed camera count (None = any);
-    ``temporal``: whether the model fuses the previous frame."""
+    model image size / depth map size; ``num_cameras``: fixed camera count (None = any, the mv4d
+    network); ``temporal``: whether the model fuses the previous frame; ``lidar``: the model's
+    :class:`~mv4d_core.models.config.LidarConfig` when it takes the LiDAR as an input, else None."""
 
     image_hw: tuple[int, int]
     grid: VoxelGridSpec
@@ -43,11 +44,13 @@ class EngineSpec:
     num_cameras: int | None = None
     name: str = ""
     temporal: bool = True
+    lidar: object | None = None
 
     @classmethod
     def from_model_config(cls, cfg, name: str) -> "EngineSpec":
         return cls(image_hw=(cfg.image_height, cfg.image_width), grid=cfg.grid, depth_stride=cfg.depth_stride,
-                   num_cameras=cfg.num_cameras, name=name, temporal=cfg.temporal)
+                   num_cameras=None, name=name, temporal=cfg.temporal,
+                   lidar=cfg.lidar if cfg.lidar.enabled else None)
 
 
 @dataclass
@@ -59,12 +62,17 @@ class EngineInputs:
     * ``T_base_cam`` ``(N, 4, 4)`` float32 optical camera -> base_link
     * ``T_prev_cur`` ``(4, 4)`` float32 current base_link -> previous base_link, or None when the
       previous frame is unknown (first frame, after a reset); engines drop their state then.
+    * ``lidar_volume`` ``(C, X, Y, Z)`` and ``lidar_depth`` ``(N, 3, h, w)`` float32 (see
+      :mod:`mv4d_core.models.lidar_inputs`) for fusion models, or None: the sample is then processed
+      camera-only.
     """
 
     images: np.ndarray
     intrinsics: np.ndarray
     T_base_cam: np.ndarray
     T_prev_cur: np.ndarray | None = None
+    lidar_volume: np.ndarray | None = None
+    lidar_depth: np.ndarray | None = None
 
 
 @dataclass

@@ -61,16 +61,21 @@ def load_checkpoint_model(path: str | Path):
     return model, cfg
 
 
-def _shipped(pattern: str) -> Path | None:
-    found = sorted(WEIGHTS_DIR.glob(pattern)) if WEIGHTS_DIR.is_dir() else []
-    return found[0] if found else None
+#: The shipped weights: camera-only and with the LiDAR as an input.
+CAMERA_ONLY_WEIGHTS = "mv4d_tiny.pt"
+FUSION_WEIGHTS = "mv4d_tiny_fusion.pt"
 
 
-def default_checkpoint() -> Path | None:
-    """The weights shipped inside the package (``mv4d_core/weights/*.pt``), or None when absent."""
-    return _shipped("*.pt")
+def default_checkpoint(lidar: bool = False) -> Path | None:
+    """The weights shipped inside the package: the fusion weights when ``lidar`` (and shipped), else the
+    camera-only ones; None when absent."""
+    for name in ((FUSION_WEIGHTS, CAMERA_ONLY_WEIGHTS) if lidar else (CAMERA_ONLY_WEIGHTS,)):
+        if (WEIGHTS_DIR / name).is_file():
+            return WEIGHTS_DIR / name
+    return None
 
 
 def default_onnx() -> Path | None:
     """The exported model shipped inside the package (``mv4d_core/weights/*.onnx``), or None."""
-    return _shipped("*.onnx")
+    found = sorted(WEIGHTS_DIR.glob("*.onnx")) if WEIGHTS_DIR.is_dir() else []
+    return found[0] if found else None

@@ -37,13 +37,14 @@ def _onnx_path(checkpoint: str, engine: str) -> Path:
 
 
 def create_engine(engine: str, checkpoint: str = "", device: str = "cpu", precision: str = "fp32",
-                  cache_dir: str | None = None) -> Engine:
-    """Build the engine; TensorRT: ``precision`` fp32|fp16, engines cached in ``cache_dir`` (default:
-    next to the ONNX file)."""
+                  cache_dir: str | None = None, lidar: bool = False) -> Engine:
+    """Build the engine; an empty ``checkpoint`` takes the shipped weights (the fusion ones with
+    ``lidar``); TensorRT: ``precision`` fp32|fp16, engines cached in ``cache_dir`` (default: next to the
+    ONNX file)."""
     if engine == "torch":
         from mv4d_core.engines.torch_engine import TorchEngine
 
-        path = _existing(Path(checkpoint) if checkpoint else default_checkpoint(), "default weights")
+        path = _existing(Path(checkpoint) if checkpoint else default_checkpoint(lidar), "default weights")
         return TorchEngine.from_checkpoint(path, device)
     if engine == "onnxruntime":
         from mv4d_core.engines.onnxruntime_engine import OnnxRuntimeEngine

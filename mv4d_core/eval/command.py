@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 from mv4d_core.utils.threads import restores_torch_threads
 
 HELP = "run an engine through the perception pipeline on recorded data and score its outputs next to baselines"
@@ -39,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nuscenes-version", default=None, help="nuScenes version folder (default: the only v1.0-*)")
     parser.add_argument("--nuscenes-scenes", nargs="+", default=None, help="nuScenes scenes (default: all)")
     parser.add_argument("--topic-map", default=None, help="TopicMap YAML for bag sources")
+    parser.add_argument("--cameras", nargs="+", default=None, metavar="CAM",
+                        help="score with these cameras only (e.g. drop one of a 6-camera rig); default: all")
+    parser.add_argument("--camera-only-checkpoint", default=None,
+                        help="camera-only weights scored next to the model as 'camera-only weights' "
+                             "(default: the shipped camera-only weights; 'none' to leave them out)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
 
 
@@ -50,35 +57,60 @@ def frame_interval_s(frames, i: int) -> float | None:
     return abs(frames[j].stamp_ns - frames[i].stamp_ns) * 1e-9
 
 
-def evaluate(engine, sequences, frames_spec: str | None = None, method: str = "model", scorer=None,
+def select_cameras(frame, cameras: list[str] | None):
+    """``frame`` with only ``cameras`` (in that order); a missing one is a ValueError naming it."""
+    if cameras is None:
+        return frame
+    import dataclasses
+
+    missing = [c for c in cameras if c not in frame.camera_names]
+    if missing:
+        raise ValueError(f"--cameras {missing} not in the data (it has {list(frame.camera_names)})")
+    idx = [list(frame.camera_names).index(c) for c in cameras]
+    gt = frame.gt
+    if gt is not None and (gt.depth_m is not None or gt.semantics is not None):
+        gt = dataclasses.replace(gt, depth_m=None if gt.depth_m is None else gt.depth_m[idx],
+                                 semantics=None if gt.semantics is None else gt.semantics[idx])
+    return dataclasses.replace(
+        frame, camera_names=list(cameras), images=frame.images[idx], intrinsics=frame.intrinsics[idx],
+        T_base_cam=frame.T_base_cam[idx], gt=gt,
+        camera_stamps_ns=None if frame.camera_stamps_ns is None else np.asarray(frame.camera_stamps_ns)[idx])
+
+
+def evaluate(engines: dict, sequences, frames_spec: str | None = None, scorer=None, baselines: bool = True,
              progress: bool = True):
-    """Run ``engine`` over ``sequences`` through the pipeline and score the outputs as ``method`` (plus the
-    baselines once). Returns ``(scorer, frames scored)``."""
+    """Run each engine of ``engines`` (``{method name: Engine}``) over ``sequences`` through the pipeline
+    (every frame, in order; fed :meth:`~mv4d_core.eval.scoring.Scorer.method_input` of it) and score the
+    published outputs, plus the baselines once. Returns ``(scorer, frames scored)``."""
     from tqdm import tqdm
 
     from mv4d_core.data.sources import parse_frame_slice
     from mv4d_core.eval.scoring import Scorer, published_prediction
     from mv4d_core.pipeline import PerceptionConfig, PerceptionPipeline
 
-    first = scorer is None
     scorer = scorer or Scorer()
     keep = [set(parse_frame_slice(frames_spec, len(s.frames))) for s in sequences]
     scored = [f for s, k in zip(sequences, keep) for i, f in enumerate(s.frames) if i in k]
-    if first:
+    if baselines:
         scorer.fit_constants(scored)
-    bar = tqdm(total=len(scored), desc=f"eval {method}", unit="frame", disable=not progress)
+    bar = tqdm(total=len(scored) * len(engines), desc="eval", unit="frame", disable=not progress)
+    grid = next(iter(engines.values())).spec.grid
     for seq, k in zip(sequences, keep):
         cfg = PerceptionConfig.from_dict({"camera_names": list(seq.frames[0].camera_names)})
-        pipeline = PerceptionPipeline(engine, cfg)      # a new pipeline: each sequence starts afresh
+        # new pipelines: each sequence starts afresh
+        pipelines = {name: PerceptionPipeline(engine, cfg) for name, engine in engines.items()}
         for i, frame in enumerate(seq.frames):
-            out = pipeline.process(frame)
+            seen = scorer.method_input(frame)
+            outs = {name: pipe.process(seen) for name, pipe in pipelines.items()}
             if i not in k:
                 continue
             dt = frame_interval_s(seq.frames, i)
-            scorer.add(method, frame, published_prediction(out, cfg), dt)
-            if first:
-                scorer.add_baselines(frame, engine.spec.grid, dt)
-            bar.update(1)
+            for name, out in outs.items():
+                scorer.add(name, frame, published_prediction(out, cfg), dt)
+                bar.update(1)
+            if baselines:
+                scorer.add_baselines(frame, grid, dt)
+                scorer.add_lidar_baselines(frame, seq.frames[max(0, i - 4):i][::-1], grid, dt)
     bar.close()
     return scorer, len(scored)
 
@@ -101,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     try:
         engine = create_engine(args.engine, args.checkpoint, args.device)
+        engines = {"model": engine}
+        camera_only = _camera_only_checkpoint(args)
+        if camera_only is not None:
+            engines["camera-only weights"] = create_engine("torch", str(camera_only), args.device)
         h, w = engine.spec.image_hw
         seqs = load_sequences(args.data, topic_map=args.topic_map, nuscenes_version=args.nuscenes_version,
                               nuscenes_scenes=args.nuscenes_scenes, image_size=(w, h))
@@ -108,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"mv4d eval: no frames found in {args.data}", file=sys.stderr)
             return 2
         seqs = [s for s in seqs if s.frames]
-        scorer, n_frames = evaluate(engine, seqs, args.frames)
+        for s in seqs:
+            s.frames = [select_cameras(f, args.cameras) for f in s.frames]
+        scorer, n_frames = evaluate(engines, seqs, args.frames)
     except EngineError as e:
         print(f"mv4d eval: {e.for_cli()}", file=sys.stderr)
         return 2
@@ -131,6 +169,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _camera_only_checkpoint(args):
+    """The camera-only weights to score next to the model, or None (asked not to, or they are the model)."""
+    from pathlib import Path
+
+    from mv4d_core.engines import default_checkpoint
+
+    choice = args.camera_only_checkpoint
+    if choice is not None and choice.lower() == "none":
+        return None
+    path = Path(choice) if choice else default_checkpoint(lidar=False)
+    if path is None:
+        return None
+    if args.engine == "torch" and args.checkpoint and Path(args.checkpoint).resolve() == path.resolve():
+        return None
+    if args.engine == "torch" and not args.checkpoint and default_checkpoint() == path:
+        return None
+    return path
+
+
 def _json_default(o):
     import numpy as np
 
@@ -142,6 +199,7 @@ def _json_default(o):
 
 
 GROUP_TITLES = {"depth": "Depth vs synthetic GT", "depth_lidar": "Depth vs projected LiDAR",
+                "depth_lidar_heldout_rings": "Depth vs the held-out (even) LiDAR rings",
                 "occupancy": "Occupancy (full grid)", "occupancy_selfocc": "Occupancy (SelfOcc protocol)",
                 "flow": "Scene flow (LiDAR points)"}
 

@@ -25,10 +25,12 @@ Decisions (each checked in ``test/test_export.py``):
 * **Optional previous frame** is the input ``prev_valid`` (B,): 0 multiplies the warped volume and
   its mask away, so one graph serves the first and later frames.
 * **MAE masking** is a training-only branch; the graph is traced in eval mode, so it is absent.
-* **Dynamic batch**: dimension 0 of every input and output is the symbolic ``batch`` (traced with an
-  example batch of 2, because ``torch.export`` specialises sizes 0 and 1). Camera count, image size
-  and grid stay static: they are fixed by the checkpoint's :class:`ModelConfig`, which is stored in
-  the file's metadata (``mv4d.model_config``) so engines need nothing but the ``.onnx`` file.
+* **Dynamic batch and cameras**: dimension 0 of every input and output is the symbolic ``batch``
+  (traced with an example batch of 2, because ``torch.export`` specialises sizes 0 and 1), and the
+  camera axis of the per-camera inputs and outputs is the symbolic ``cameras``: one file runs on any
+  rig. Image size and grid stay static: they are fixed by the checkpoint's :class:`ModelConfig`,
+  which is stored in the file's metadata (``mv4d.model_config``) so engines need nothing but the
+  ``.onnx`` file.
 """
 
 from __future__ import annotations
@@ -90,10 +92,22 @@ def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET, dynamic_bat
     # Batch 2: torch.export specialises a traced dimension of size 1, which would pin the batch.
     example = example_inputs(cfg, batch=2 if dynamic_batch else 1, temporal_prev=True)
     names_in, names_out = graph.input_names, graph.output_names
-    dynamic_shapes = None
-    if dynamic_batch:
-        batch = torch.export.Dim("batch", min=1, max=1024)
-        dynamic_shapes = {n: {0: batch} for n in names_in}
+    # Cameras are data: the camera axis is always symbolic (any rig, one file); the batch when asked.
+    batch = torch.export.Dim("batch", min=1, max=1024) if dynamic_batch else None
+    cameras = torch.export.Dim("cameras", min=1, max=16)
+    per_camera = {"images", "intrinsics", "T_base_cam", "lidar_depth"}
+    dynamic_shapes = {"images": {}, "intrinsics": {}, "T_base_cam": {}, "rest": []}
+    for n in names_in:
+        dims = {0: batch} if batch is not None else {}
+        if n in per_camera:
+            dims[1] = cameras
+        if n in ("images", "intrinsics", "T_base_cam"):
+            dynamic_shapes[n] = dims
+        else:
+            dynamic_shapes["rest"].append(dims)
+    dynamic_shapes["rest"] = tuple(dynamic_shapes["rest"])
+    if not dynamic_shapes["rest"]:              # no varargs passed: torch.export wants only the named ones
+        del dynamic_shapes["rest"]
     t0 = time.perf_counter()
     LOG.info("exporting %s model to %s (opset %d, dynamic batch %s)", cfg.name, path, opset, dynamic_batch)
     try:
@@ -112,6 +126,7 @@ def export_onnx(model, path: str | Path, opset: int = DEFAULT_OPSET, dynamic_bat
         "inputs": json.dumps(list(names_in)),
         "outputs": json.dumps(list(names_out)),
         "temporal": json.dumps(bool(cfg.temporal)),
+        "lidar": json.dumps(bool(cfg.lidar.enabled)),
         "dynamic_batch": json.dumps(dynamic_batch),
         "format_version": str(FORMAT_VERSION),
         "source": source,

@@ -27,16 +27,16 @@ class ExportWrapper(nn.Module):
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return input_names(self.cfg.temporal)
+        return input_names(self.cfg.temporal, self.cfg.lidar.enabled)
 
     @property
     def output_names(self) -> tuple[str, ...]:
         return output_names()
 
     def forward(self, images: torch.Tensor, intrinsics: torch.Tensor, T_base_cam: torch.Tensor,
-                prev_volume: torch.Tensor | None = None, T_prev_cur: torch.Tensor | None = None,
-                prev_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        out = self.model(ModelInputs(images, intrinsics, T_base_cam, prev_volume, T_prev_cur, prev_valid))
+                *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        named = dict(zip(self.input_names[3:], rest))
+        out = self.model(ModelInputs(images, intrinsics, T_base_cam, **named))
         named = out.inference_tensors()
         return tuple(named[n] for n in self.output_names)
 
@@ -61,14 +61,22 @@ def example_inputs(cfg, batch: int = 1, seed: int = 0, temporal_prev: bool = Fal
         Ts.append(T)
     intrinsics = K.expand(batch, N, 3, 3).clone()
     T_base_cam = torch.stack(Ts).expand(batch, N, 4, 4).clone()
-    if not cfg.temporal:
-        return images, intrinsics, T_base_cam
+    out = (images, intrinsics, T_base_cam)
     X, Y, Z = cfg.grid.shape
-    prev = torch.rand(batch, cfg.volume_channels, X, Y, Z, generator=gen) if temporal_prev else \
-        torch.zeros(batch, cfg.volume_channels, X, Y, Z)
-    T_prev_cur = torch.eye(4).expand(batch, 4, 4).clone()
-    if temporal_prev:
-        T_prev_cur[:, 0, 3] = 1.0
-        T_prev_cur[:, 1, 3] = 0.3
-    prev_valid = torch.full((batch,), 1.0 if temporal_prev else 0.0)
-    return images, intrinsics, T_base_cam, prev, T_prev_cur, prev_valid
+    if cfg.temporal:
+        prev = torch.rand(batch, cfg.volume_channels, X, Y, Z, generator=gen) if temporal_prev else \
+            torch.zeros(batch, cfg.volume_channels, X, Y, Z)
+        T_prev_cur = torch.eye(4).expand(batch, 4, 4).clone()
+        if temporal_prev:
+            T_prev_cur[:, 0, 3] = 1.0
+            T_prev_cur[:, 1, 3] = 0.3
+        out += (prev, T_prev_cur, torch.full((batch,), 1.0 if temporal_prev else 0.0))
+    if cfg.lidar.enabled:
+        from mv4d_core.models.lidar_inputs import volume_channels
+
+        vol = torch.rand(batch, volume_channels(cfg.lidar.previous_sweeps), X, Y, Z, generator=gen)
+        depth = torch.rand(batch, N, 3, H, W, generator=gen) * torch.tensor([30.0, 30.0, 1.0]).view(1, 1, 3, 1, 1)
+        depth[:, :, 2] = (depth[:, :, 2] > 0.7).float()
+        depth[:, :, 0] *= depth[:, :, 2]
+        out += (vol, depth, torch.ones(batch))
+    return out

@@ -1,75 +1,37 @@
-"""LiDAR depth supervision: project base_link LiDAR points into the cameras, L1 on rendered depth.
+"""LiDAR depth supervision: L1 between predicted depth and LiDAR depth at LiDAR pixels.
 
 Depth is the optical z (the same quantity as ``GroundTruth.depth_m`` and the renderer's
-``depth_m``), not the range along the ray.
+``depth_m``), not the range along the ray; the projection lives in
+:mod:`mv4d_core.geometry.lidar_projection`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 
-from mv4d_core.geometry.camera import project
-from mv4d_core.geometry.transforms import invert_transform, transform_points
+from mv4d_core.geometry.lidar_projection import LidarProjection, lidar_depth_image, project_lidar_to_cameras
 from mv4d_core.losses.base import WeightedLoss
 
-
-@dataclass
-class LidarProjection:
-    """LiDAR points seen by each camera (padded to all ``P`` points; use ``valid``).
-
-    * ``uv`` ``(N_cam, P, 2)`` pixel coordinates (NaN behind the camera).
-    * ``depth_m`` ``(N_cam, P)`` optical z.
-    * ``valid`` ``(N_cam, P)`` in front, inside the image and within ``[min_depth_m, max_depth_m]``.
-    """
-
-    uv: np.ndarray | torch.Tensor
-    depth_m: np.ndarray | torch.Tensor
-    valid: np.ndarray | torch.Tensor
-
-
-def project_lidar_to_cameras(lidar_xyz_base, K, T_base_cam, width: int, height: int,
-                             min_depth_m: float = 1.0, max_depth_m: float = 80.0) -> LidarProjection:
-    """Project ``(P, 3)`` base_link points into ``N_cam`` cameras (``K`` ``(N, 3, 3)``,
-    ``T_base_cam`` ``(N, 4, 4)``, images ``width x height``). numpy or torch in, same out."""
-    if lidar_xyz_base.shape[-1] != 3 or lidar_xyz_base.ndim != 2:
-        raise ValueError(f"lidar_xyz_base must be (P, 3), got {tuple(lidar_xyz_base.shape)}")
-    T_cam_base = invert_transform(T_base_cam)
-    pts_cam = transform_points(T_cam_base, lidar_xyz_base[None])
-    uv, depth, valid = project(K, pts_cam, width, height)
-    valid = valid & (depth >= min_depth_m) & (depth <= max_depth_m)
-    return LidarProjection(uv, depth, valid)
-
-
-def lidar_depth_image(proj: LidarProjection, width: int, height: int) -> np.ndarray:
-    """Sparse depth maps ``(N_cam, H, W)`` float32 (0 = no return) from a numpy projection.
-
-    Points land on the nearest pixel centre; where several land on one pixel the closest wins.
-    """
-    uv, depth, valid = (np.asarray(proj.uv), np.asarray(proj.depth_m), np.asarray(proj.valid))
-    out = np.full((uv.shape[0], height, width), np.inf, dtype=np.float32)
-    for c in range(uv.shape[0]):
-        m = valid[c]
-        px = np.clip(np.rint(uv[c, m]).astype(np.int64), 0, [width - 1, height - 1])
-        np.minimum.at(out[c], (px[:, 1], px[:, 0]), depth[c, m].astype(np.float32))
-    out[~np.isfinite(out)] = 0
-    return out
+__all__ = ["LidarDepthLoss", "LidarProjection", "lidar_depth_image", "project_lidar_to_cameras"]
 
 
 class LidarDepthLoss(WeightedLoss):
     """Masked L1 between rendered and LiDAR depth at LiDAR pixels (UniPAD/MIM4D).
 
     ``forward(pred_depth_m (...), target_depth_m (...), valid (...) bool | None)`` -> scalar mean
-    of ``|pred - target|`` over valid entries (targets <= 0 or non-finite are invalid too);
-    0 (with grad) when nothing is valid. Typical shapes: rays cast at LiDAR pixels ``(V, M)``,
-    or sparse maps ``(V, H, W)`` from :func:`lidar_depth_image`.
+    of ``|pred - target|`` (``relative``: ``|pred - target| / target``, the AbsRel of the pixels)
+    over valid entries (targets <= 0 or non-finite are invalid too); 0 (with grad) when nothing is
+    valid. Typical shapes: rays cast at LiDAR pixels ``(V, M)``, or sparse maps ``(V, H, W)`` from
+    :func:`lidar_depth_image`.
     """
 
     default_reads = {"pred_depth_m": "lidar_ray_depth_m", "target_depth_m": "lidar_depth_m",
                      "valid": "lidar_depth_valid"}
     optional_reads = frozenset({"valid"})
+
+    def __init__(self, weight: float = 1.0, enable_after: int = 0, reads=None, *, relative: bool = False):
+        super().__init__(weight, enable_after, reads)
+        self.relative = relative
 
     def forward(self, pred_depth_m: torch.Tensor, target_depth_m: torch.Tensor,
                 valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,4 +43,5 @@ class LidarDepthLoss(WeightedLoss):
             m = m & valid.bool()
         if not m.any():
             return (pred_depth_m * 0).sum()
-        return (pred_depth_m[m] - target_depth_m[m]).abs().mean()
+        err = (pred_depth_m[m] - target_depth_m[m]).abs()
+        return (err / target_depth_m[m]).mean() if self.relative else err.mean()

@@ -54,7 +54,8 @@ def fuse_lidar_sweeps(lidar_xyz_base: Sequence[np.ndarray], T_world_base: Sequen
 def occupancy_labels_from_points(points_base: np.ndarray, grid: VoxelGridSpec, origins_base: np.ndarray | None = None,
                                  free_space: bool = True, hit_margin_m: float | None = None,
                                  step_m: float | None = None, ground_z_m: float | None = 0.0,
-                                 ground_clearance_m: float | None = None, chunk: int = 20000) -> np.ndarray:
+                                 ground_clearance_m: float | None = None, chunk: int = 20000,
+                                 solid_behind_m: float = 0.0) -> np.ndarray:
     """Voxel labels ``(X, Y, Z)`` int8 in {OCC_UNKNOWN, OCC_FREE, OCC_OCCUPIED} from points in base_link.
 
     Free space: each ray from its origin to its hit is sampled every ``step_m`` (default half
@@ -66,6 +67,10 @@ def occupancy_labels_from_points(points_base: np.ndarray, grid: VoxelGridSpec, o
     height) grazes the ground voxel layer for metres before its hit; its samples below that
     height are not marked free (otherwise the road layer between scan rings would be labelled
     free). ``ground_z_m=None`` turns this off.
+
+    Solid behind surfaces (``solid_behind_m`` > 0): a return is taken as the face of a solid at least
+    that thick, so UNKNOWN voxels up to ``solid_behind_m`` behind the hit along its ray (above the
+    ground layer) become OCCUPIED; voxels another ray saw free stay free.
     """
     pts = np.asarray(points_base, dtype=np.float64).reshape(-1, 3)
     if origins_base is None:
@@ -102,10 +107,32 @@ def occupancy_labels_from_points(points_base: np.ndarray, grid: VoxelGridSpec, o
             idx = idx[inside]
             free[np.ravel_multi_index(idx.T, grid.shape)] = True
         labels.reshape(-1)[free] = OCC_FREE
+    if solid_behind_m > 0 and len(pts):
+        solid = _solid_behind(pts, origins if free_space and origins_base is not None else np.zeros_like(pts),
+                              grid, solid_behind_m, ground_z_m)
+        labels.reshape(-1)[solid & (labels.reshape(-1) == OCC_UNKNOWN)] = OCC_OCCUPIED
     idx, inside = grid.points_to_voxels(pts) if len(pts) else (np.zeros((0, 3), np.int64), np.zeros(0, bool))
     idx = idx[inside]
     labels[idx[:, 0], idx[:, 1], idx[:, 2]] = OCC_OCCUPIED
     return labels
+
+
+def _solid_behind(pts: np.ndarray, origins: np.ndarray, grid: VoxelGridSpec, depth_m: float,
+                  ground_z_m: float | None) -> np.ndarray:
+    """Flat mask of the voxels up to ``depth_m`` behind each hit along its ray (above the ground layer)."""
+    vs = np.asarray(grid.voxel_size)
+    step = 0.5 * float(vs.min())
+    d = pts - origins
+    u = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
+    top = (ground_z_m if ground_z_m is not None else -np.inf) + float(vs[2])
+    keep = pts[:, 2] >= top                   # ground returns have nothing solid under the road to fill
+    p, u = pts[keep], u[keep]
+    out = np.zeros(grid.num_voxels, bool)
+    for k in range(1, int(np.floor(depth_m / step)) + 1):
+        samples = p + (k * step) * u
+        idx, inside = grid.points_to_voxels(samples[samples[:, 2] >= top])
+        out[np.ravel_multi_index(idx[inside].T, grid.shape)] = True
+    return out
 
 
 def fused_occupancy_labels(lidar_xyz_base, T_world_base, current: int, grid: VoxelGridSpec,

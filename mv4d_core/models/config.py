@@ -45,10 +45,31 @@ class DepthConfig:
 
 
 @dataclass(frozen=True)
+class LidarConfig:
+    """The LiDAR branch (off = a camera-only model). Inputs come from
+    :mod:`mv4d_core.models.lidar_inputs`: a voxel volume of the current sweep plus ``previous_sweeps``
+    ego-compensated earlier sweeps, fused with the camera volume before the 3D neck through
+    ``encoder_channels`` channels; and per-camera sparse depth + a classical completion that guide a
+    full-resolution depth head (``depth_refine``, ``refine_channels`` wide), so the published depth
+    is at the model image size instead of stride 4."""
+
+    enabled: bool = False
+    previous_sweeps: int = 1
+    encoder_channels: int = 8
+    depth_refine: bool = True
+    refine_channels: int = 16
+    #: Clouds above this are subsampled (every k-th point) before pre-processing.
+    max_points: int = 200_000
+    #: Ray-cast free-space channel (costs most of the pre-processing time).
+    free_space: bool = True
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything that fixes the network's shapes. ``grid`` is the output volume in base_link."""
 
     name: str = "tiny"
+    #: Cameras of the rig the recipe trains on; the network itself runs on any number (cameras are data).
     num_cameras: int = 6
     image_height: int = 96
     image_width: int = 176
@@ -78,6 +99,8 @@ class ModelConfig:
     occupancy_sdf_margin_m: float | None = None
     #: Gate the flow head: ``flow = velocity * sigmoid(gate_logit)`` (one more 1x1x1 conv).
     flow_gate: bool = False
+    #: LiDAR as a network input (see :class:`LidarConfig`).
+    lidar: LidarConfig = field(default_factory=LidarConfig)
 
     @property
     def occupancy_margin_m(self) -> float:
@@ -92,8 +115,8 @@ class ModelConfig:
 
     @property
     def depth_stride(self) -> int:
-        """Stride of the published per-camera depth map: 4."""
-        return 4
+        """Stride of the published per-camera depth map: 1 with the LiDAR-guided depth head, else 4."""
+        return 1 if self.lidar.enabled and self.lidar.depth_refine else 4
 
     def __post_init__(self) -> None:
         s = 2 ** (len(self.backbone.stage_channels) + 1)
@@ -108,6 +131,8 @@ class ModelConfig:
             raise ValueError(f"masking.ratio must be in [0, 1), got {self.masking.ratio}")
         if self.depth.num_bins < 2 or self.depth.max_m <= self.depth.min_m or self.depth.min_m <= 0:
             raise ValueError(f"depth bins need num_bins >= 2 and 0 < min_m < max_m, got {self.depth}")
+        if self.lidar.previous_sweeps < 0 or self.lidar.encoder_channels < 1 or self.lidar.refine_channels < 1:
+            raise ValueError(f"lidar needs previous_sweeps >= 0 and encoder/refine channels >= 1, got {self.lidar}")
 
     @classmethod
     def tiny(cls) -> "ModelConfig":
@@ -136,7 +161,7 @@ class ModelConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["grid"] = self.grid.to_dict()
-        for sub in ("backbone", "masking", "depth"):
+        for sub in ("backbone", "masking", "depth", "lidar"):
             d[sub] = {k: list(v) if isinstance(v, tuple) else v for k, v in d[sub].items()}
         return d
 
@@ -157,8 +182,9 @@ class ModelConfig:
         for key, value in d.items():
             if key == "grid":
                 value = value if isinstance(value, VoxelGridSpec) else VoxelGridSpec.from_dict(value)
-            elif key in ("backbone", "masking", "depth"):
-                sub_cls = {"backbone": BackboneConfig, "masking": MaskingConfig, "depth": DepthConfig}[key]
+            elif key in ("backbone", "masking", "depth", "lidar"):
+                sub_cls = {"backbone": BackboneConfig, "masking": MaskingConfig, "depth": DepthConfig,
+                           "lidar": LidarConfig}[key]
                 sub_known = {f.name for f in fields(sub_cls)}
                 bad = set(value) - sub_known
                 if bad:

@@ -5,6 +5,8 @@ Frames and units: images ``(B, N, 3, H, W)`` float RGB in [0, 1] at the model si
 ``T_base_cam`` ``(B, N, 4, 4)`` optical camera -> base_link; ``T_prev_cur`` ``(B, 4, 4)`` current
 base_link -> previous base_link (``inv(T_world_prev) @ T_world_cur``); ``prev_valid`` ``(B,)`` 1 where
 ``prev_volume`` holds the previous frame's state, 0 for the first frame of a sequence.
+Fusion models also take ``lidar_volume`` ``(B, C_l, X, Y, Z)``, ``lidar_depth`` ``(B, N, 3, H, W)``
+(:mod:`mv4d_core.models.lidar_inputs`) and ``lidar_valid`` ``(B,)`` (0: no usable sweep).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class ModelInputs:
     prev_volume: torch.Tensor | None = None
     T_prev_cur: torch.Tensor | None = None
     prev_valid: torch.Tensor | None = None
+    lidar_volume: torch.Tensor | None = None
+    lidar_depth: torch.Tensor | None = None
+    lidar_valid: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 5 or self.images.shape[2] != 3:
@@ -46,6 +51,14 @@ class ModelInputs:
             raise ValueError(f"ModelInputs.T_prev_cur must be ({B}, 4, 4), got {tuple(self.T_prev_cur.shape)}")
         if self.prev_valid is not None and tuple(self.prev_valid.shape) != (B,):
             raise ValueError(f"ModelInputs.prev_valid must be ({B},), got {tuple(self.prev_valid.shape)}")
+        lidar = [x is not None for x in (self.lidar_volume, self.lidar_depth, self.lidar_valid)]
+        if any(lidar) and not all(lidar):
+            raise ValueError("ModelInputs: give lidar_volume, lidar_depth and lidar_valid together (or none)")
+        if self.lidar_depth is not None:
+            H, W = self.images.shape[3:]
+            if tuple(self.lidar_depth.shape) != (B, N, 3, H, W):
+                raise ValueError(f"ModelInputs.lidar_depth must be ({B}, {N}, 3, {H}, {W}), "
+                                 f"got {tuple(self.lidar_depth.shape)}")
 
     @property
     def batch_size(self) -> int:

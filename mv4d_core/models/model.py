@@ -1,7 +1,8 @@
 """The mv4d network: shared 2D encoder -> LSS lift -> temporal fusion -> 3D neck -> voxel heads.
 
 ``forward`` is the one forward pass: training, the torch engine and the exported ONNX graph all run
-it. It has no data-dependent Python branches (the first frame of a sequence is ``prev_valid = 0``,
+it. With ``cfg.lidar.enabled`` a LiDAR branch (:mod:`mv4d_core.models.lidar_branch`) adds the LiDAR
+volume before the 3D neck and publishes depth at the model image size. It has no data-dependent Python branches (the first frame of a sequence is ``prev_valid = 0``,
 voxel pooling scatters into a dump row, the temporal warp uses gathers while exporting), so
 ``mv4d_core.export`` only wraps it.
 """
@@ -15,6 +16,8 @@ from mv4d_core.models.backbone import ResNetBackbone, random_patch_mask
 from mv4d_core.models.config import ModelConfig
 from mv4d_core.models.heads import Neck3D, VoxelHeads, occupancy_from_sdf
 from mv4d_core.models.inputs import ModelInputs
+from mv4d_core.models.lidar_branch import DepthRefiner, LidarEncoder
+from mv4d_core.models.lidar_inputs import volume_channels
 from mv4d_core.models.lift import DepthNet, LSSLift, depth_bin_centers, depth_distributions
 from mv4d_core.models.neck import FPNNeck
 from mv4d_core.models.outputs import ModelOutputs
@@ -35,7 +38,12 @@ class MV4DModel(nn.Module):
         self.depth_net = DepthNet(cfg.neck_channels, skip_ch, cfg.depth.num_bins, cfg.volume_channels, bb.norm_groups)
         self.lift = LSSLift(cfg.grid, cfg.depth, cfg.feature_stride)
         self.temporal = TemporalFusion(cfg.volume_channels, cfg.grid) if cfg.temporal else None
-        self.neck3d = Neck3D(cfg.volume_channels, cfg.head_channels, cfg.neck3d_layers)
+        lc = cfg.lidar
+        self.lidar_encoder = (LidarEncoder(volume_channels(lc.previous_sweeps), lc.encoder_channels)
+                              if lc.enabled else None)
+        self.depth_refiner = DepthRefiner(lc.refine_channels) if lc.enabled and lc.depth_refine else None
+        neck_in = cfg.volume_channels + (lc.encoder_channels if lc.enabled else 0)
+        self.neck3d = Neck3D(neck_in, cfg.head_channels, cfg.neck3d_layers)
         self.heads = VoxelHeads(cfg.head_channels, cfg.grid, cfg.ground_z_m, cfg.flow_gate)
         self.sharpness = Sharpness(cfg.sharpness_init, cfg.sharpness_min_inv_s)
         self.register_buffer("depth_bins_m", depth_bin_centers(cfg.depth), persistent=False)
@@ -71,6 +79,17 @@ class MV4DModel(nn.Module):
             valid = volume.new_zeros(B)
         return self.temporal(volume, prev, T, valid)
 
+    def lidar_inputs(self, inputs: ModelInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(lidar_volume, lidar_depth, lidar_valid)``; zeros with ``lidar_valid = 0`` when the inputs
+        carry none (a camera-only sample for a fusion model)."""
+        if inputs.lidar_volume is not None:
+            return inputs.lidar_volume, inputs.lidar_depth, inputs.lidar_valid
+        cfg = self.cfg
+        B, N, _, H, W = inputs.images.shape
+        ref = inputs.images
+        vol = ref.new_zeros(B, volume_channels(cfg.lidar.previous_sweeps), *cfg.grid.shape)
+        return vol, ref.new_zeros(B, N, 3, H, W), ref.new_zeros(B)
+
     def decode(self, fused: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """3D neck + voxel heads -> (``{"sdf", "rgb", "flow_mps"}``, NeuS sharpness ``inv_s``)."""
         return self.heads(self.neck3d(fused)), self.sharpness()
@@ -84,7 +103,13 @@ class MV4DModel(nn.Module):
                              f"{cfg.image_height}x{cfg.image_width}; resize with models.inputs.resize_cameras")
         depth_prob, context, depth_m = self.encode(inputs.images)
         volume = self.lift(depth_prob, context, inputs.intrinsics, inputs.T_base_cam)
-        heads, inv_s = self.decode(self.fuse_previous(volume, inputs))
+        fused = self.fuse_previous(volume, inputs)
+        if self.lidar_encoder is not None:
+            lidar_volume, lidar_depth, lidar_valid = self.lidar_inputs(inputs)
+            fused = torch.cat([fused, self.lidar_encoder(lidar_volume, lidar_valid)], 1)
+            if self.depth_refiner is not None:
+                depth_m = self.depth_refiner(inputs.images, lidar_depth, depth_m, lidar_valid)
+        heads, inv_s = self.decode(fused)
         sdf = heads["sdf"]
         return ModelOutputs(
             sdf=sdf, occupancy_prob=occupancy_from_sdf(sdf, inv_s, cfg.occupancy_margin_m),

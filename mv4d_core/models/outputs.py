@@ -25,7 +25,8 @@ class ModelOutputs:
     * ``sdf`` (B, X, Y, Z) metres, > 0 free; ``occupancy_prob`` (B, X, Y, Z) = sigmoid((margin - sdf) * inv_s),
       >= 0.5 where sdf <= margin (``ModelConfig.occupancy_margin_m``, default half a voxel).
     * ``flow_mps`` (B, 3, X, Y, Z) m/s base_link; ``rgb`` (B, 3, X, Y, Z) in [0, 1].
-    * ``depth_m`` (B, N, h4, w4) expected optical depth at stride 4 of the model image.
+    * ``depth_m`` (B, N, h, w) optical depth: stride 4 of the model image for camera-only models (the
+      expectation of the depth bins), the model image size with the LiDAR-guided depth head.
     * ``field`` (B, 4, X, Y, Z) the volume the renderer samples (channel 0 SDF, 1..3 colour).
     * ``state_volume`` (B, C_vol, X, Y, Z) lifted volume of this frame, to pass as the next frame's
       ``prev_volume``; ``inv_s`` () NeuS sharpness; ``grid`` the VoxelGridSpec.

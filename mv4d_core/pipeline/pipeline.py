@@ -14,6 +14,12 @@ restarted clock) resets that state first, a frame older by less is late and refu
 (:class:`LateFrame`); a gap longer than ``max_gap_s`` resets too. A frame whose ego pose is unknown (``process(frame, pose_known=False)``, e.g. the live node without an
 odometry sample at its stamp, or a non-finite ``T_world_base``) resets it too and leaves none
 behind: it is processed on its own and the next frame starts a new sequence.
+
+LiDAR: for an engine whose model takes the LiDAR (``engine.spec.lidar``), pre-processing turns the
+frame's sweep and the previous ones (kept like the temporal state, ego-compensated with the frames'
+poses) into the model's LiDAR inputs (:mod:`mv4d_core.models.lidar_inputs`). A frame without a
+usable cloud is processed camera-only and counted (``stats.lidar_missing``); camera-only engines
+ignore the cloud.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from mv4d_core.data.frame import FrameRecord
 from mv4d_core.engines import Engine, EngineInputs, EngineOutputs
 from mv4d_core.geometry.camera import PinholeCamera
 from mv4d_core.models.inputs import relative_pose, resize_cameras, resize_image
+from mv4d_core.models.lidar_inputs import LidarStats, Sweep, build_lidar_inputs, lidar_origin
 from mv4d_core.pipeline.config import ConfigError, PerceptionConfig
 from mv4d_core.pipeline.outputs import PerceptionOutputs
 from mv4d_core.pipeline.postprocess import (BevGrid, CubeList, backproject_depth, bev_grid, depth_image,
@@ -46,11 +53,16 @@ class LateFrame(FrameError):
 @dataclass
 class PipelineStats:
     """Counters since construction; ``resets`` by reason (``clock_jump_back``, ``gap``, ``no_pose``,
-    ``manual``); ``temporal_frames``: frames the engine fused with the previous frame's state."""
+    ``manual``); ``temporal_frames``: frames the engine fused with the previous frame's state;
+    ``lidar_frames`` / ``lidar_missing``: frames a fusion engine got with / without a usable sweep;
+    ``lidar``: what cleaning did to the clouds (non-finite, subsampled, outside the grid)."""
 
     frames: int = 0
     temporal_frames: int = 0
     resets: dict[str, int] = field(default_factory=dict)
+    lidar_frames: int = 0
+    lidar_missing: int = 0
+    lidar: LidarStats = field(default_factory=LidarStats)
 
 
 @dataclass
@@ -68,10 +80,12 @@ class Timings:
 
 @dataclass
 class Preprocessed:
-    """Engine inputs plus what post-processing needs: RGB ``(N, h, w, 3)`` uint8 at the model size."""
+    """Engine inputs plus what post-processing needs: RGB ``(N, h, w, 3)`` uint8 at the model size,
+    and the frame's LiDAR sweep (kept as the next frame's previous sweep)."""
 
     inputs: EngineInputs
     images_rgb: np.ndarray
+    sweep: Sweep | None = None
 
 
 class PerceptionPipeline:
@@ -86,6 +100,7 @@ class PerceptionPipeline:
         self.stats = PipelineStats()
         self.timings = Timings()
         self._prev: FrameRecord | None = None
+        self._sweeps: list[Sweep] = []           # previous LiDAR sweeps, newest first
         n = engine.spec.num_cameras
         if n is not None and n != len(self.config.camera_names):
             raise ConfigError("camera_names", f"{len(self.config.camera_names)} cameras configured but the engine "
@@ -96,6 +111,7 @@ class PerceptionPipeline:
         """Forget the previous frame (engine state included)."""
         self.engine.reset()
         self._prev = None
+        self._sweeps = []
         self.stats.resets[reason] = self.stats.resets.get(reason, 0) + 1
 
     # ------------------------------------------------------------------ steps
@@ -121,8 +137,16 @@ class PerceptionPipeline:
         T_prev_cur = None
         if self.temporal and self._prev is not None:
             T_prev_cur = relative_pose(self._prev.T_world_base, frame.T_world_base).astype(np.float32)
-        return Preprocessed(EngineInputs(images, Ks.astype(np.float32), frame.T_base_cam.astype(np.float32),
-                                         T_prev_cur), rgb)
+        inputs = EngineInputs(images, Ks.astype(np.float32), frame.T_base_cam.astype(np.float32), T_prev_cur)
+        sweep = None
+        spec = self.engine.spec
+        if spec.lidar is not None and frame.lidar_xyz is not None and len(frame.lidar_xyz):
+            sweep = Sweep(frame.lidar_xyz, frame.lidar_intensity, frame.T_world_base, frame.stamp_ns)
+            built = build_lidar_inputs(sweep, self._sweeps, lidar_origin(frame.T_base_lidar), Ks, frame.T_base_cam,
+                                       (h_m, w_m), spec.lidar, spec.grid, self.stats.lidar)
+            if built is not None:
+                inputs.lidar_volume, inputs.lidar_depth = built
+        return Preprocessed(inputs, rgb, sweep)
 
     def postprocess(self, frame: FrameRecord, pre: Preprocessed, out: EngineOutputs) -> PerceptionOutputs:
         """Engine arrays -> :class:`PerceptionOutputs` (occupancy mask, depth cloud)."""
@@ -173,6 +197,13 @@ class PerceptionPipeline:
         t3 = time.perf_counter()
         # Without a pose this frame cannot be the reference of the next one's ego motion.
         self._prev = frame if pose_known else None
+        if self.engine.spec.lidar is not None:
+            if pre.inputs.lidar_volume is None:
+                self.stats.lidar_missing += 1
+            else:
+                self.stats.lidar_frames += 1
+            keep = self.engine.spec.lidar.previous_sweeps
+            self._sweeps = ([pre.sweep] + self._sweeps)[:keep] if pose_known and pre.sweep is not None else []
         self.stats.frames += 1
         self.stats.temporal_frames += int(raw.fused_previous)
         self.timings = Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)

@@ -15,6 +15,7 @@ YAML layout (every section optional; unknown keys are errors naming the section)
     trainer: {max_steps: 800, lr: 5e-4, ...}   # TrainerConfig fields
     data: {synth_seeds: [0, 1, 2, 3], synth_frames: 12, sources: [], ...}
     rays: {rows: 16, cols: 32, num_samples: 48, ...}
+    lidar_masking: {point_drop: 0.5, beam_drop: 0.3, ...}   # fusion models only
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from mv4d_core.losses.config import LossConfig
 from mv4d_core.models.config import ModelConfig
+from mv4d_core.training.lidar_masking import LidarMaskingConfig
 from mv4d_core.training.trainer import TrainerConfig
 
 
@@ -74,6 +76,9 @@ class DataConfig:
     nuscenes_scenes: list[str] | None = None
     frames: str | None = None
     occupancy_sweeps: int = 2
+    #: Thickness prior of the occupancy labels: UNKNOWN voxels up to this far behind a LiDAR return
+    #: along its ray are labelled occupied (a surface is the face of a solid); 0 = off.
+    occupancy_solid_behind_m: float = 0.0
     lidar_min_depth_m: float = 1.0
     lidar_max_depth_m: float = 80.0
 
@@ -104,6 +109,8 @@ class RayConfig:
     near_m: float = 0.5
     lidar_rays: int = 256
     lidar_num_samples: int = 48
+    #: LiDAR pixels per camera where the depth head is read (0 = ``lidar_rays``); cheap, no rendering.
+    lidar_head_rays: int = 0
     cos_anneal_steps: int = 500
     backend: str = "fused"
     temporal_prev: bool = True
@@ -127,7 +134,9 @@ class ExtraLossConfig:
       non-ground LiDAR points of ``t`` moved by the predicted flow and ego motion, and the points
       of ``t+1`` (see :mod:`mv4d_core.losses.flow_chamfer`).
     * ``lidar_depth_head``: L1 of the depth *head* (the published per-camera depth) at LiDAR
-      pixels, so real-data depth does not depend only on the render -> head distillation.
+      pixels, so real-data depth does not depend only on the render -> head distillation; fusion
+      models read it at the pixels of the full sweep while their input lost some (masked LiDAR
+      modelling), so it teaches completion.
     * ``flow_ground_static``: LiDAR returns at or below ``chamfer_ground_z_m`` are road surface,
       which does not move: mean squared predicted displacement ``|v(p) dt|^2`` (m^2; see
       :class:`~mv4d_core.losses.flow_chamfer.GroundStaticFlowLoss` for why squared). The Chamfer term drops ground points (a flat road matches itself under any
@@ -141,6 +150,8 @@ class ExtraLossConfig:
     flow_chamfer: float = 0.0
     flow_ground_static: float = 0.0
     lidar_depth_head: float = 0.0
+    #: The depth-head term as a relative error ``|d - d*| / d*`` (the AbsRel of the LiDAR pixels).
+    lidar_depth_head_relative: bool = False
     chamfer_points: int = 2048
     chamfer_truncate_m: float = 2.0
     chamfer_ground_z_m: float = 0.3
@@ -161,6 +172,8 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rays: RayConfig = field(default_factory=RayConfig)
+    #: What the fusion model's LiDAR input loses at train time (ignored by camera-only models).
+    lidar_masking: LidarMaskingConfig = field(default_factory=LidarMaskingConfig)
     #: torch intra-op threads (the CPU recipe shares a 2-core machine); 0 = torch default.
     threads: int = 0
 
@@ -169,6 +182,7 @@ class TrainConfig:
         self.data.validate()
         self.rays.validate()
         self.extra_losses.validate()
+        self.lidar_masking.validate()
         return self
 
     @classmethod
@@ -192,6 +206,7 @@ class TrainConfig:
             trainer=_strict(TrainerConfig, d.get("trainer"), "trainer"),
             data=_strict(DataConfig, d.get("data"), "data"),
             rays=_strict(RayConfig, d.get("rays"), "rays"),
+            lidar_masking=_strict(LidarMaskingConfig, d.get("lidar_masking"), "lidar_masking"),
             threads=int(d.get("threads", 0)),
         )
 
@@ -211,7 +226,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.to_dict(), "losses": self.losses.to_dict(),
                 "extra_losses": asdict(self.extra_losses), "trainer": asdict(self.trainer),
-                "data": asdict(self.data), "rays": asdict(self.rays), "threads": self.threads}
+                "data": asdict(self.data), "rays": asdict(self.rays), "lidar_masking": {**asdict(self.lidar_masking), "sector_deg": list(self.lidar_masking.sector_deg)},
+                "threads": self.threads}
 
     def save_yaml(self, path: str | Path) -> None:
         import yaml

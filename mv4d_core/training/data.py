@@ -7,7 +7,7 @@ nuScenes dataroots, in-memory synthetic drives).
 :class:`TripletDataset` decodes and resizes every frame once (tiny sizes: ~300 kB per 6-camera
 frame), so CPU training is not dominated by decoding, and precomputes per sample everything that
 does not depend on the network: projected LiDAR depth per camera
-(:func:`mv4d_core.losses.lidar_depth.project_lidar_to_cameras`), fused ±k-sweep occupancy labels with
+(:func:`mv4d_core.geometry.lidar_projection.project_lidar_to_cameras`), fused ±k-sweep occupancy labels with
 ray-cast free space (:func:`mv4d_core.losses.occupancy_focal.fused_occupancy_labels`) and the LiDAR
 point sets of the self-supervised scene-flow term.
 ``__getitem__`` only returns cached arrays, so it is deterministic per index (bit-exact resume).
@@ -29,6 +29,7 @@ from mv4d_core.geometry.transforms import invert_transform
 from mv4d_core.losses.flow_chamfer import select_chamfer_points, select_ground_points
 from mv4d_core.models.config import ModelConfig
 from mv4d_core.models.inputs import resize_cameras
+from mv4d_core.models.lidar_inputs import lidar_origin
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ class CachedFrame:
     """One frame at the model size. ``images`` (N, 3, H, W) uint8; ``K`` (N, 3, 3) for H x W;
     ``T_base_cam`` (N, 4, 4); ``T_world_base`` (4, 4); ``stamp_s``; ``lidar_xyz`` (P, 3) base_link or None;
     per camera LiDAR pixels ``lidar_uv`` (N, Pmax, 2), ``lidar_depth_m`` (N, Pmax) (0 = padding),
-    ``lidar_count`` (N,)."""
+    ``lidar_count`` (N,); the sweep's ``lidar_intensity`` / ``lidar_ring`` (P,) or None, the sensor
+    origin ``lidar_origin`` (3,) in base_link and ``stamp_ns`` (the LiDAR input of fusion models is
+    built from these at every step, after masking)."""
 
     images: np.ndarray
     K: np.ndarray
@@ -59,6 +62,10 @@ class CachedFrame:
     lidar_uv: np.ndarray
     lidar_depth_m: np.ndarray
     lidar_count: np.ndarray
+    lidar_intensity: np.ndarray | None = None
+    lidar_ring: np.ndarray | None = None
+    lidar_origin: np.ndarray | None = None
+    stamp_ns: int = 0
 
 
 @dataclass
@@ -87,12 +94,9 @@ class TrainSample:
 def cache_frame(frame: FrameRecord, cfg: ModelConfig, lidar_min_depth_m: float = 1.0,
                 lidar_max_depth_m: float = 80.0) -> CachedFrame:
     """Resize ``frame`` to the model size once and project its LiDAR into every camera."""
-    from mv4d_core.losses.lidar_depth import project_lidar_to_cameras
+    from mv4d_core.geometry.lidar_projection import project_lidar_to_cameras
 
     W, H = cfg.image_width, cfg.image_height
-    if frame.num_cameras != cfg.num_cameras:
-        raise ValueError(f"frame {frame.stamp_ns} ({frame.source}) has {frame.num_cameras} cameras; "
-                         f"the model expects {cfg.num_cameras}")
     rgb, K = resize_cameras(frame.images, frame.intrinsics, H, W)
     images = rgb.transpose(0, 3, 1, 2).copy()
     N = frame.num_cameras
@@ -116,7 +120,9 @@ def cache_frame(frame: FrameRecord, cfg: ModelConfig, lidar_min_depth_m: float =
     return CachedFrame(images=images, K=K.astype(np.float32), T_base_cam=frame.T_base_cam.astype(np.float32),
                        T_world_base=frame.T_world_base.astype(np.float64), stamp_s=frame.stamp_ns * 1e-9,
                        lidar_xyz=None if frame.lidar_xyz is None else frame.lidar_xyz.astype(np.float32),
-                       lidar_uv=uv, lidar_depth_m=dep, lidar_count=np.array([len(d) for d in d_list], np.int64))
+                       lidar_uv=uv, lidar_depth_m=dep, lidar_count=np.array([len(d) for d in d_list], np.int64),
+                       lidar_intensity=frame.lidar_intensity, lidar_ring=frame.lidar_ring,
+                       lidar_origin=lidar_origin(frame.T_base_lidar), stamp_ns=int(frame.stamp_ns))
 
 
 class TripletDataset(Dataset):
@@ -129,12 +135,14 @@ class TripletDataset(Dataset):
         chamfer_points: points of frame t kept for the scene-flow Chamfer (t+1 keeps twice as many).
         chamfer_ground_z_m: points at or below this base_link height are ground (dropped).
         with_occupancy / with_chamfer / with_ground: skip those precomputations when their losses are off.
+        occupancy_solid_behind_m: thickness prior of the occupancy labels (see
+            :func:`~mv4d_core.losses.occupancy_focal.occupancy_labels_from_points`; 0 = off).
     """
 
     def __init__(self, sequences: Seq[Sequence], cfg: ModelConfig, occupancy_sweeps: int = 2,
                  chamfer_points: int = 2048, chamfer_ground_z_m: float = 0.3, lidar_min_depth_m: float = 1.0,
                  lidar_max_depth_m: float = 80.0, with_occupancy: bool = True, with_chamfer: bool = True,
-                 progress: bool = True, with_ground: bool = False):
+                 progress: bool = True, with_ground: bool = False, occupancy_solid_behind_m: float = 0.0):
         from mv4d_core.losses.occupancy_focal import fused_occupancy_labels
 
         self.cfg = cfg
@@ -165,7 +173,8 @@ class TripletDataset(Dataset):
                 lo, hi = max(0, t - occupancy_sweeps), min(len(fr), t + occupancy_sweeps + 1)
                 occ = fused_occupancy_labels([f.lidar_xyz for f in fr[lo:hi]],
                                              np.stack([f.T_world_base for f in fr[lo:hi]]), t - lo, cfg.grid,
-                                             origins_base=seq.lidar_origin_base, ground_z_m=cfg.ground_z_m)
+                                             origins_base=seq.lidar_origin_base, ground_z_m=cfg.ground_z_m,
+                                             solid_behind_m=occupancy_solid_behind_m)
             T_next_cur = invert_transform(fr[t + 1].T_world_base) @ fr[t].T_world_base
             if with_chamfer and has_lidar:
                 rng = np.random.default_rng(idx)  # deterministic per sample
@@ -198,7 +207,7 @@ def build_dataset(train_cfg, progress: bool = True) -> TripletDataset:
                           d.lidar_min_depth_m, d.lidar_max_depth_m,
                           with_occupancy=train_cfg.losses.occupancy_focal > 0,
                           with_chamfer=x.flow_chamfer > 0, progress=progress,
-                          with_ground=x.flow_ground_static > 0)
+                          with_ground=x.flow_ground_static > 0, occupancy_solid_behind_m=d.occupancy_solid_behind_m)
 
 
 def collate_samples(batch: list[TrainSample]) -> list[TrainSample]:

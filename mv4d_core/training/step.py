@@ -20,6 +20,7 @@ which the trainer checkpoints, so resume stays bit-exact.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -68,7 +69,9 @@ class SelfSupervisedStep:
         if x.flow_ground_static > 0:
             losses["flow_ground_static"] = GroundStaticFlowLoss(x.flow_ground_static, grid=grid)
         if x.lidar_depth_head > 0:
-            losses["lidar_depth_head"] = LidarDepthLoss(x.lidar_depth_head, reads={"pred_depth_m": "lidar_head_depth_m"})
+            losses["lidar_depth_head"] = LidarDepthLoss(
+                x.lidar_depth_head, reads={"pred_depth_m": "lidar_head_depth_m", "target_depth_m": "lidar_head_target_m",
+                                           "valid": "lidar_head_valid"}, relative=x.lidar_depth_head_relative)
         if not losses:
             raise ValueError("every loss weight is 0: nothing to train")
         self.losses = losses
@@ -105,6 +108,8 @@ class SelfSupervisedStep:
 
         # ---- forward (frame t-1 without gradient feeds the temporal fusion)
         inputs = ModelInputs(imgs[1], K, T_bc)
+        if mcfg.lidar.enabled:
+            inputs = self._with_lidar(inputs, batch, mcfg, dev)
         if rc.temporal_prev and mcfg.temporal:
             with torch.no_grad():
                 prev = core(ModelInputs(imgs[0], _stack(batch, 0, "K").to(dev).float(),
@@ -164,41 +169,79 @@ class SelfSupervisedStep:
             terms["stats/occupied_fraction"] = float((out.occupancy_prob >= 0.5).float().mean())
         return StepResult(loss, terms, self._panels(ray_rgb, data, rows, cols, N))
 
-    def _lidar_rays(self, batch, data: dict, out, r, K, T_bc, image_hw, step: int, cos: float, dev) -> None:
-        """Rays at ``lidar_rays`` random LiDAR pixels per camera (with replacement) -> ``lidar_*`` keys."""
-        rc = self.cfg.rays
-        M = rc.lidar_rays
-        if M <= 0 or not all(s.frames[1].lidar_count.sum() > 0 for s in batch):
-            return
-        need_render = "lidar_depth" in self.losses
-        need_head = "lidar_depth_head" in self.losses
-        if not (need_render or need_head):
-            return
-        B, N = len(batch), self.cfg.model.num_cameras
-        uvs = torch.zeros(B, N, M, 2)
-        tgt = torch.zeros(B, N, M)
+    def _with_lidar(self, inputs: ModelInputs, batch, mcfg, dev) -> ModelInputs:
+        """The fusion model's LiDAR inputs from a masked current sweep (masked LiDAR modelling) and the
+        previous frame's sweep; the masks draw from the global torch RNG (checkpointed: resume stays exact)."""
+        from mv4d_core.models.lidar_inputs import Sweep, build_lidar_inputs, volume_channels
+        from mv4d_core.training.lidar_masking import keep_mask
+
+        B, N = len(batch), inputs.num_cameras
+        H, W = inputs.image_size
+        vols = np.zeros((B, volume_channels(mcfg.lidar.previous_sweeps)) + tuple(mcfg.grid.shape), np.float32)
+        depths = np.zeros((B, N, 3, H, W), np.float32)
+        valid = np.zeros(B, np.float32)
         for b, s in enumerate(batch):
-            f = s.frames[1]
-            for c in range(N):
-                n = int(f.lidar_count[c])
-                if n == 0:
-                    continue
-                idx = torch.randint(n, (M,))
-                uvs[b, c] = torch.from_numpy(f.lidar_uv[c, :n])[idx]
-                tgt[b, c] = torch.from_numpy(f.lidar_depth_m[c, :n])[idx]
-        uvs, tgt = uvs.to(dev), tgt.to(dev)
-        data["lidar_depth_m"] = tgt.reshape(B * N, M)
-        data["lidar_depth_valid"] = tgt.reshape(B * N, M) > 0
-        if need_render:
+            prev, cur = s.frames[0], s.frames[1]
+            if cur.lidar_xyz is None or len(cur.lidar_xyz) == 0:
+                continue
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
+            keep = keep_mask(cur.lidar_xyz, cur.lidar_ring, cur.lidar_origin, self.cfg.lidar_masking, rng)
+            if not keep.any():
+                continue
+            inten = None if cur.lidar_intensity is None else cur.lidar_intensity[keep]
+            sweep = Sweep(cur.lidar_xyz[keep], inten, cur.T_world_base, cur.stamp_ns)
+            previous = []
+            if prev.lidar_xyz is not None and len(prev.lidar_xyz):
+                pk = rng.random(len(prev.lidar_xyz)) >= rng.uniform(0.0, self.cfg.lidar_masking.point_drop)
+                previous = [Sweep(prev.lidar_xyz[pk], None, prev.T_world_base, prev.stamp_ns)]
+            built = build_lidar_inputs(sweep, previous, cur.lidar_origin, cur.K, cur.T_base_cam, (H, W),
+                                       mcfg.lidar, mcfg.grid)
+            if built is not None:
+                vols[b], depths[b] = built
+                valid[b] = 1.0
+        return replace(inputs, lidar_volume=torch.from_numpy(vols).to(dev),
+                       lidar_depth=torch.from_numpy(depths).to(dev), lidar_valid=torch.from_numpy(valid).to(dev))
+
+    def _lidar_rays(self, batch, data: dict, out, r, K, T_bc, image_hw, step: int, cos: float, dev) -> None:
+        """Random LiDAR pixels per camera (with replacement) of the full current sweep: ``lidar_rays``
+        rendered for the rendered-depth L1 (``lidar_*`` keys) and ``lidar_head_rays`` (default the same)
+        where the depth head is read (``lidar_head_*`` keys)."""
+        rc = self.cfg.rays
+        if not all(s.frames[1].lidar_count.sum() > 0 for s in batch):
+            return
+        B, N = len(batch), K.shape[1]
+
+        def draw(M):
+            uvs, tgt = torch.zeros(B, N, M, 2), torch.zeros(B, N, M)
+            for b, s in enumerate(batch):
+                f = s.frames[1]
+                for c in range(N):
+                    n = int(f.lidar_count[c])
+                    if n == 0:
+                        continue
+                    idx = torch.randint(n, (M,))
+                    uvs[b, c] = torch.from_numpy(f.lidar_uv[c, :n])[idx]
+                    tgt[b, c] = torch.from_numpy(f.lidar_depth_m[c, :n])[idx]
+            return uvs.to(dev), tgt.to(dev)
+
+        M = rc.lidar_rays
+        if "lidar_depth" in self.losses and M > 0:
+            uvs, tgt = draw(M)
+            data["lidar_depth_m"] = tgt.reshape(B * N, M)
+            data["lidar_depth_valid"] = tgt.reshape(B * N, M) > 0
             lrays = rays_from_cameras(K, T_bc, uvs)
             lr = render_rays(out.field, self.cfg.model.grid, lrays, out.inv_s, num_samples=rc.lidar_num_samples,
                              near_m=rc.near_m, jitter=True, cos_anneal=cos, backend=rc.backend)
             data["lidar_ray_depth_m"] = lr.depth_m.reshape(B * N, M)
-        if need_head:
-            h4, w4 = out.depth_m.shape[-2:]
-            head = out.depth_m.reshape(B * N, 1, h4, w4)
-            vals, _ = sample_images(head, depth_map_uv(uvs.reshape(B * N, 1, M, 2), image_hw, (h4, w4)))
-            data["lidar_head_depth_m"] = vals.reshape(B * N, M)
+        Mh = rc.lidar_head_rays or M
+        if "lidar_depth_head" in self.losses and Mh > 0:
+            uvs, tgt = draw(Mh)
+            h, w = out.depth_m.shape[-2:]
+            head = out.depth_m.reshape(B * N, 1, h, w)
+            vals, _ = sample_images(head, depth_map_uv(uvs.reshape(B * N, 1, Mh, 2), image_hw, (h, w)))
+            data["lidar_head_depth_m"] = vals.reshape(B * N, Mh)
+            data["lidar_head_target_m"] = tgt.reshape(B * N, Mh)
+            data["lidar_head_valid"] = tgt.reshape(B * N, Mh) > 0
 
     def _panels(self, ray_rgb, data: dict, rows: int, cols: int, N: int) -> dict[str, torch.Tensor]:
         """(3, H, W) TensorBoard panels of one camera: input | rendered RGB | rendered depth | depth head."""

@@ -200,6 +200,7 @@ class _RayLayout:
     cam_slices: list[slice]       # per camera, its rays
     tiles: list[tuple[int, slice, tuple[float, float, float, float]]]  # (camera, rays, pixel bounds)
     lidar_dirs_base: np.ndarray   # (Rl, 3) unit directions in base_link, sector-major
+    lidar_beam: np.ndarray        # (Rl,) beam (ring) index of each direction
     lidar_slices: list[slice]
     sector_centers_base: np.ndarray
     sector_half_width: float
@@ -234,6 +235,7 @@ def _ray_layout(rig: Rig, pattern: LidarPattern, tiles: tuple[int, int], sectors
     max_t = np.concatenate([CAMERA_MAX_RANGE_M / np.linalg.norm(cam_rays, axis=1),
                             np.full(len(dirs_base), pattern.max_range_m)]).astype(np.float32)
     layout = _RayLayout(cam_rays, np.concatenate(flats), cam_slices, tile_list, dirs_base[order],
+                        (order // pattern.azimuth_steps).astype(np.int16),   # pattern directions are beam-major
                         [slice(int(bounds[i]), int(bounds[i + 1])) for i in range(sectors)],
                         -np.pi + (np.arange(sectors) + 0.5) * width, width / 2, max_t)
     _LAYOUT_CACHE.clear()
@@ -248,7 +250,7 @@ def render_sensors(scene: Scene, rig: Rig, pattern: LidarPattern, T_world_base: 
     Returns ``images (N, H, W, 3) uint8``, ``depth_m (N, H, W) float32`` (optical z, inf = sky),
     ``semantics (N, H, W) uint8``, and for the LiDAR returns within range ``lidar_xyz (P, 3)``
     (base_link), ``lidar_intensity (P,)`` 0..255, ``point_flow_m (P, 3)`` (object world velocity
-    in base_link axes x ``dt_s``), ``lidar_semantics (P,)``. Images are cast in ``tiles``
+    in base_link axes x ``dt_s``), ``lidar_semantics (P,)``, ``lidar_ring (P,)`` beam index. Images are cast in ``tiles``
     (columns, rows) and the LiDAR in ``sectors`` azimuth slices; each bundle only tests the
     primitives whose bounding box can reach it (projected box vs tile, azimuth range vs sector).
     ``cull=False`` tests every primitive for every ray (same result, for benchmarks).
@@ -325,4 +327,5 @@ def render_sensors(scene: Scene, rig: Rig, pattern: LidarPattern, T_world_base: 
         "lidar_intensity": (shading.REFLECTIVITY[lsrf.material[rows]] * cos_inc * 255).astype(np.float32),
         "point_flow_m": (lsrf.velocity[rows] @ R_wb * dt_s).astype(np.float32),
         "lidar_semantics": lsrf.cls[rows],
+        "lidar_ring": lay.lidar_beam[ray],
     }

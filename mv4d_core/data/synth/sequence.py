@@ -51,7 +51,8 @@ def render_frame(world: World, t: float, size: str = "tiny", grid: VoxelGridSpec
     return FrameRecord(stamp_ns=stamp, camera_names=rig.camera_names, images=images, intrinsics=rig.intrinsics(),
                        T_base_cam=rig.extrinsics(), T_world_base=T_wb, lidar_xyz=xyz, lidar_intensity=intensity,
                        lidar_time_offset_s=np.zeros(len(xyz), np.float32),
-                       camera_stamps_ns=np.full(n, stamp, dtype=np.int64), gt=gt, source=f"synth:seed={world.seed}")
+                       camera_stamps_ns=np.full(n, stamp, dtype=np.int64), gt=gt, source=f"synth:seed={world.seed}",
+                       lidar_ring=out["lidar_ring"], T_base_lidar=rig.lidar.T_base_lidar)
 
 
 def iter_sequence(num_frames: int, seed: int, size: str = "tiny", grid: VoxelGridSpec | None = TINY,
