@@ -193,6 +193,22 @@ def test_cpu_fused_op_matches_reference_forward_and_backward_float64():
         torch.testing.assert_close(xb.grad, xa.grad)
 
 
+def test_cpu_fused_op_under_autocast_computes_in_its_inputs_precision():
+    # Mixed-precision training wraps the step in autocast; the op must not mix a bf16 forward with
+    # fp32 saved inputs in its backward.
+    inputs = [x.float() for x in _random_sections(R=6, S=16, C=4, seed=3)]
+    grads = []
+    for enabled in (False, True):
+        xs = [x.clone().requires_grad_(True) for x in inputs]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = fused_neus_composite(*xs, backend="torch")
+            sum(o.sum() for o in out).backward()
+        assert all(o.dtype == torch.float32 for o in out)
+        grads.append([x.grad for x in xs])
+    for g_plain, g_autocast in zip(*grads):
+        torch.testing.assert_close(g_autocast, g_plain)
+
+
 def test_cpu_fused_op_passes_gradcheck():
     args = [x.clone().requires_grad_(True) for x in _random_sections(R=3, S=8, C=2, seed=2)]
     fn = lambda *xs: fused_neus_composite(*xs, backend="torch")  # noqa: E731

@@ -39,14 +39,20 @@ def _forward_math(s_prev, s_next, inv_s, t):
     return cp, cn, raw, a, q, T
 
 
+def _no_autocast(x: torch.Tensor):
+    # Under autocast the einsums would come out in bf16/fp16 while the saved inputs stay fp32, and the
+    # backward would mix them; the op does its own maths in the inputs' precision instead.
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 class _FusedCompositeTorch(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s_prev, s_next, inv_s, t, values):
-        with torch.no_grad():
+        with torch.no_grad(), _no_autocast(values):
             _, _, _, a, _, T = _forward_math(s_prev, s_next, inv_s, t)
             w = a * T
             depth = (w * t).sum(-1)
-            vals = torch.einsum("rs,rsc->rc", w, values)
+            vals = torch.einsum("rs,rsc->rc", w, values.to(w.dtype))
             opacity = w.sum(-1)
         ctx.save_for_backward(s_prev, s_next, inv_s, t, values)
         return w, depth, vals, opacity
@@ -54,6 +60,12 @@ class _FusedCompositeTorch(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_w, g_depth, g_vals, g_opacity):
         s_prev, s_next, inv_s, t, values = ctx.saved_tensors
+        with _no_autocast(values):
+            grads = _FusedCompositeTorch._backward(s_prev, s_next, inv_s, t, values, g_w, g_depth, g_vals, g_opacity)
+        return tuple(None if g is None else g.to(x.dtype) for g, x in zip(grads, (s_prev, s_next, inv_s, t, values)))
+
+    @staticmethod
+    def _backward(s_prev, s_next, inv_s, t, values, g_w, g_depth, g_vals, g_opacity):
         cp, cn, raw, a, q, T = _forward_math(s_prev, s_next, inv_s, t)
         w = a * T
         g = torch.zeros_like(w)
@@ -62,7 +74,7 @@ class _FusedCompositeTorch(torch.autograd.Function):
         if g_depth is not None:
             g = g + g_depth[:, None] * t
         if g_vals is not None:
-            g = g + torch.einsum("rc,rsc->rs", g_vals, values)
+            g = g + torch.einsum("rc,rsc->rs", g_vals.to(w.dtype), values.to(w.dtype))
         if g_opacity is not None:
             g = g + g_opacity[:, None]
         gw = g * w
