@@ -8,6 +8,11 @@ Camera topics are remapped from ``~/input/<cam>/image`` to ``/<cam>/image_raw`` 
 and ``~/input/odometry`` to ``/odom`` (``odometry_topic:=``), for the cameras listed in the
 parameter file. ``rig_file`` / ``checkpoint`` / ``use_odometry`` override the parameter file only
 when given (``use_odometry:=true`` turns temporal fusion on).
+
+``lifecycle:=true`` runs the managed node (``perception_node --lifecycle``) as a ``LifecycleNode``:
+with ``autostart:=true`` (default) this launch file configures it and, once it is inactive,
+activates it; ``autostart:=false`` leaves the transitions to a lifecycle manager (or
+``ros2 lifecycle set /mv4d_perception configure|activate``).
 """
 
 from __future__ import annotations
@@ -66,8 +71,41 @@ def perception_node(context) -> list:
     lidar_topic = LaunchConfiguration("lidar_topic").perform(context)
     odometry_topic = LaunchConfiguration("odometry_topic").perform(context)
     remaps = topic_remaps(camera_names_from(param_file), compressed, lidar_topic, odometry_topic)
-    return [Node(package=PACKAGE, executable="perception_node", name=NODE_NAME, output="screen",
-                 parameters=[param_file, overrides], remappings=remaps)]
+    lifecycle = _bool_argument(context, "lifecycle")
+    if not lifecycle:
+        return [Node(package=PACKAGE, executable="perception_node", name=NODE_NAME, output="screen",
+                     parameters=[param_file, overrides], remappings=remaps)]
+    return lifecycle_node(param_file, overrides, remaps, _bool_argument(context, "autostart"))
+
+
+def _bool_argument(context, name: str) -> bool:
+    value = LaunchConfiguration(name).perform(context).lower()
+    if value not in ("true", "false"):
+        raise RuntimeError(f"launch argument {name}: expected true or false, got {value!r}")
+    return value == "true"
+
+
+def lifecycle_node(param_file: str, overrides: dict, remaps: list, autostart: bool) -> list:
+    """The managed node, plus (``autostart``) the configure event and the activate-once-inactive handler."""
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.events import matches_action
+    from launch_ros.actions import LifecycleNode
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
+
+    node = LifecycleNode(package=PACKAGE, executable="perception_node", name=NODE_NAME, namespace="",
+                         output="screen", arguments=["--lifecycle"], parameters=[param_file, overrides],
+                         remappings=remaps)
+    if not autostart:
+        return [node]
+    configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                            transition_id=Transition.TRANSITION_CONFIGURE))
+    activate = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, goal_state="inactive",
+        entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                              transition_id=Transition.TRANSITION_ACTIVATE))]))
+    return [node, activate, configure]
 
 
 def common_arguments(use_sim_time_default: str) -> list:
@@ -88,6 +126,11 @@ def common_arguments(use_sim_time_default: str) -> list:
                               description="true/false: temporal fusion from odometry (empty: the parameter file's)"),
         DeclareLaunchArgument("use_sim_time", default_value=use_sim_time_default,
                               description="use /clock (true when replaying bags)"),
+        DeclareLaunchArgument("lifecycle", default_value="false",
+                              description="true: the managed (lifecycle) node instead of the plain one"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="with lifecycle:=true, configure and activate it at launch "
+                                          "(false: leave the transitions to a lifecycle manager)"),
     ]
 
 

@@ -3,6 +3,11 @@
 Each subcommand lives in its own module exposing ``HELP`` (one line), ``add_arguments(parser)``
 and ``run(args) -> int``. Command modules keep heavy imports (torch, rosbags, the devkit) inside
 ``run`` so ``mv4d --help`` stays fast; a command whose module is not there yet is not listed.
+
+A user error (a bag that cannot be read, an unknown topic, a bad parameter, an unreadable
+checkpoint, a missing file, ...) in any command ends in one line ``mv4d <command>: <cause>``
+and exit status 2, never a traceback: the error classes of :data:`USER_ERRORS` carry messages that
+name the cause and the fix. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from mv4d_core.utils.user_errors import user_error_message
 
 #: subcommand -> module implementing it.
 COMMANDS: dict[str, str] = {
@@ -58,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
+        message = user_error_message(e)
+        if message is None:
+            raise
+        print(f"mv4d {args.command}: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

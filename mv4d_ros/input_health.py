@@ -27,10 +27,14 @@ class InputHealth:
     log: Callable[[str], None]
     throttle_s: float = 5.0
     clock: Callable[[], float] = time.monotonic
+    #: Called with ``(cause, n, detail)`` on every report (the node feeds its diagnostics window).
+    listener: Callable[[str, int, str], None] | None = None
     _causes: dict[str, _Cause] = field(default_factory=dict)
 
     def report(self, cause: str, detail: str = "", n: int = 1) -> bool:
         """Count ``n`` occurrences of ``cause``; returns True when this call logged."""
+        if self.listener is not None:
+            self.listener(cause, n, detail)
         c = self._causes.setdefault(cause, _Cause())
         c.count += n
         c.unreported += n

@@ -2,10 +2,14 @@
 
 The node needs ``T_world_base`` at each synchronized set's stamp to warp the previous frame's
 volume (temporal fusion). Odometry arrives at its own rate, so the pose is interpolated between
-the two samples around the stamp (slerp/lerp, ``mv4d_core.msgs.tf.interpolate_transform``) or,
-at the ends of the buffer, taken from the nearest sample; either only when a sample lies within
-``tolerance_ns`` of the stamp, so a stale or gappy odometry stream means "no pose", never a
-guessed one.
+the two samples around the stamp (slerp/lerp, ``mv4d_core.msgs.tf.interpolate_transform``); past the
+newest sample it is extrapolated at the velocity of the last two samples (when they are at most
+``2 * tolerance_ns`` apart, i.e. dense enough to interpolate between; else the newest is held), and
+before the oldest the oldest is held. Each only when a sample lies within ``tolerance_ns`` of the
+stamp, so a stale or gappy odometry stream means "no pose", never a guessed one.
+
+Thread-safe: the node adds samples from the odometry callback while its worker thread looks poses
+up, and :meth:`wait_for` lets the worker wait (bounded) for the sample that covers a set's stamp.
 
 The buffer is bounded (by age relative to the newest sample and by count) because the node
 runs for hours. A stamp older than the newest sample (a looping bag, a restarted clock) or a new
@@ -16,6 +20,8 @@ different runs or frames must never be mixed in one relative motion.
 from __future__ import annotations
 
 import bisect
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +31,12 @@ from mv4d_core.msgs.tf import interpolate_transform, odometry_to_matrix
 
 @dataclass(frozen=True)
 class PoseLookup:
-    """``T_world_base`` (4, 4) at the requested stamp and how far the nearest sample was, ns."""
+    """``T_world_base`` (4, 4) at the requested stamp, how far the nearest sample was (ns) and how the
+    pose was obtained: ``exact``, ``interpolated``, ``extrapolated`` or ``held`` (an end sample)."""
 
     T_world_base: np.ndarray
     nearest_ns: int
+    how: str = "interpolated"
 
 
 class PoseBuffer:
@@ -49,25 +57,46 @@ class PoseBuffer:
         self.clears = 0
         self._stamps: list[int] = []
         self._poses: list[np.ndarray] = []
+        self._cv = threading.Condition()
 
     def __len__(self) -> int:
         return len(self._stamps)
 
     @property
     def newest_ns(self) -> int | None:
-        return self._stamps[-1] if self._stamps else None
+        with self._cv:
+            return self._stamps[-1] if self._stamps else None
 
     def clear(self) -> None:
-        if self._stamps:
-            self.clears += 1
-        self._stamps.clear()
-        self._poses.clear()
+        with self._cv:
+            if self._stamps:
+                self.clears += 1
+            self._stamps.clear()
+            self._poses.clear()
+
+    def wait_for(self, stamp_ns: int, timeout_s: float) -> bool:
+        """Block until a sample at or after ``stamp_ns`` is buffered, at most ``timeout_s``; True when one is."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        with self._cv:
+            while not (self._stamps and self._stamps[-1] >= stamp_ns):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+            return True
 
     def add(self, stamp_ns: int, T_world_base: np.ndarray, world_frame: str = "") -> None:
         """Add one pose; out-of-order stamps or another world frame restart the buffer first."""
-        stamp_ns = int(stamp_ns)
+        with self._cv:
+            self._add(int(stamp_ns), T_world_base, world_frame)
+            self._cv.notify_all()
+
+    def _add(self, stamp_ns: int, T_world_base: np.ndarray, world_frame: str) -> None:
         if world_frame != self.world_frame or (self._stamps and stamp_ns < self._stamps[-1]):
-            self.clear()
+            if self._stamps:
+                self.clears += 1
+            self._stamps.clear()
+            self._poses.clear()
             self.world_frame = world_frame
         T = np.asarray(T_world_base, dtype=np.float64)
         if self._stamps and stamp_ns == self._stamps[-1]:
@@ -89,19 +118,28 @@ class PoseBuffer:
 
     def lookup(self, stamp_ns: int) -> PoseLookup | None:
         """``T_world_base`` at ``stamp_ns``, or None when no sample is within ``tolerance_ns``."""
-        if not self._stamps:
+        with self._cv:
+            return self._lookup(int(stamp_ns))
+
+    def _lookup(self, stamp_ns: int) -> PoseLookup | None:
+        st = self._stamps
+        if not st:
             return None
-        stamp_ns = int(stamp_ns)
-        i = bisect.bisect_left(self._stamps, stamp_ns)
-        near = [j for j in (i - 1, i) if 0 <= j < len(self._stamps)]
-        nearest_ns = min(abs(self._stamps[j] - stamp_ns) for j in near)
+        i = bisect.bisect_left(st, stamp_ns)
+        near = [j for j in (i - 1, i) if 0 <= j < len(st)]
+        nearest_ns = min(abs(st[j] - stamp_ns) for j in near)
         if nearest_ns > self.tolerance_ns:
             return None
-        if i < len(self._stamps) and self._stamps[i] == stamp_ns:
-            return PoseLookup(self._poses[i], 0)
-        if 0 < i < len(self._stamps):
-            t0, t1 = self._stamps[i - 1], self._stamps[i]
+        if i < len(st) and st[i] == stamp_ns:
+            return PoseLookup(self._poses[i], 0, "exact")
+        if 0 < i < len(st):
+            t0, t1 = st[i - 1], st[i]
             T = interpolate_transform(self._poses[i - 1], self._poses[i], (stamp_ns - t0) / (t1 - t0))
-            return PoseLookup(T, nearest_ns)
+            return PoseLookup(T, nearest_ns, "interpolated")
+        if i == len(st) and len(st) >= 2 and st[-1] - st[-2] <= 2 * self.tolerance_ns:
+            # Past the newest sample: constant velocity of the last two (a = 1 + overshoot / spacing).
+            t0, t1 = st[-2], st[-1]
+            T = interpolate_transform(self._poses[-2], self._poses[-1], (stamp_ns - t0) / (t1 - t0))
+            return PoseLookup(T, nearest_ns, "extrapolated")
         # Just outside the buffered range: hold the end sample (within tolerance, checked above).
-        return PoseLookup(self._poses[near[0]], nearest_ns)
+        return PoseLookup(self._poses[near[0]], nearest_ns, "held")

@@ -25,13 +25,17 @@ def tf2_msgs_available() -> bool:
 class StaticTfListener:
     """Keeps every static transform seen; :meth:`lookup` returns ``T_target_source`` or None."""
 
-    def __init__(self, node, topic: str = "/tf_static") -> None:
+    def __init__(self, node, topic: str = "/tf_static", callback_group=None) -> None:
         from tf2_msgs.msg import TFMessage
 
         self.buffer = TFBuffer()
         self.errors = 0
         self.last_error = ""
-        self._sub = node.create_subscription(TFMessage, topic, self._on_msg, static_tf_qos())
+        self._sub = node.create_subscription(TFMessage, topic, self._on_msg, static_tf_qos(),
+                                             callback_group=callback_group)
+
+    def destroy(self, node) -> None:
+        node.destroy_subscription(self._sub)
 
     def _on_msg(self, msg) -> None:
         try:

@@ -80,3 +80,32 @@ def test_infer_refuses_to_overwrite_and_reports_bad_checkpoints(synthetic_bag, c
                  "--out", str(root / "out2")]) == 2
     err = capsys.readouterr().err
     assert "--checkpoint: file" in err and "missing.pt does not exist" in err
+
+
+def test_infer_takes_any_topic_names_and_world_frame_from_a_topic_map(synthetic_bag, tmp_path, capsys):
+    from mv4d_core.data.topic_map import CameraTopics, TopicMap
+
+    root, frames, ckpt = synthetic_bag
+    cams = tuple(CameraTopics(c, f"/sensing/{c.lower()}/image", f"/sensing/{c.lower()}/info", f"{c.lower()}_optical")
+                 for c in frames[0].camera_names)
+    tm = TopicMap(cams, lidar="/sensing/velodyne_points", lidar_frame="velodyne", world_frame="odom")
+    write_frames(tmp_path / "renamed", frames, topic_map=tm)
+    tm.save_yaml(tmp_path / "topics.yaml")
+    # Without the map the bag's layout is unknown: one line, exit 2, naming the fix.
+    assert mv4d(["infer", "--checkpoint", str(ckpt), "--in", str(tmp_path / "renamed"),
+                 "--out", str(tmp_path / "o1")]) == 2
+    assert "--topic-map" in capsys.readouterr().err
+    rc = mv4d(["infer", "--checkpoint", str(ckpt), "--in", str(tmp_path / "renamed"), "--out", str(tmp_path / "o2"),
+               "--topic-map", str(tmp_path / "topics.yaml")])
+    out = capsys.readouterr()
+    assert rc == 0 and "3 frames processed" in out.out and "temporal fusion on (ego pose from tf)" in out.out
+    assert "no ego pose" not in out.err
+    types, msgs = _read(tmp_path / "o2")
+    depth = msgs["/mv4d_perception/output/depth/CAM_FRONT"][0][1]
+    assert depth.header.frame_id == "cam_front_optical"            # the map's optical frame names
+    # --world-frame overrides the map's: a frame the bag does not have means no ego pose, said once.
+    rc = mv4d(["infer", "--checkpoint", str(ckpt), "--in", str(tmp_path / "renamed"), "--out", str(tmp_path / "o3"),
+               "--topic-map", str(tmp_path / "topics.yaml"), "--world-frame", "map"])
+    out = capsys.readouterr()
+    assert rc == 0 and "temporal fusion off (no ego pose in the bag)" in out.out
+    assert sum("no ego pose map <- base_link" in ln for ln in out.err.splitlines()) == 1

@@ -64,14 +64,19 @@ def _fake_modules(share_dir: Path | None) -> dict[str, types.ModuleType]:
     mod("launch.actions", DeclareLaunchArgument=DeclareLaunchArgument,
         OpaqueFunction=type("OpaqueFunction", (_Entity,), {}), ExecuteProcess=type("ExecuteProcess", (_Entity,), {}),
         IncludeLaunchDescription=type("IncludeLaunchDescription", (_Entity,), {}),
-        SetParameter=type("SetParameter", (_Entity,), {}))
+        SetParameter=type("SetParameter", (_Entity,), {}), EmitEvent=type("EmitEvent", (_Entity,), {}),
+        RegisterEventHandler=type("RegisterEventHandler", (_Entity,), {}))
+    mod("launch.events", matches_action=lambda action: ("matches", action))
     mod("launch.conditions", IfCondition=type("IfCondition", (_Entity,), {}),
         UnlessCondition=type("UnlessCondition", (_Entity,), {}))
     mod("launch.substitutions", LaunchConfiguration=LaunchConfiguration,
         PythonExpression=type("PythonExpression", (_Entity,), {}),
         PathJoinSubstitution=type("PathJoinSubstitution", (_Entity,), {}))
     mod("launch_ros")
-    mod("launch_ros.actions", Node=type("Node", (_Entity,), {}))
+    mod("launch_ros.actions", Node=type("Node", (_Entity,), {}), LifecycleNode=type("LifecycleNode", (_Entity,), {}))
+    mod("launch_ros.event_handlers", OnStateTransition=type("OnStateTransition", (_Entity,), {}))
+    mod("launch_ros.events")
+    mod("launch_ros.events.lifecycle", ChangeState=type("ChangeState", (_Entity,), {}))
     mod("launch_ros.substitutions", FindPackageShare=type("FindPackageShare", (_Entity,), {}))
     if share_dir is not None:
         def get_package_share_directory(name):
@@ -187,6 +192,39 @@ def test_vehicle_launch_overrides_only_given_values(launch_env):
         _nodes(ld, _defaults(args) | {"use_odometry": "yes"})
 
 
+def test_lifecycle_argument_selects_the_managed_node_and_autostarts_it(launch_env):
+    from lifecycle_msgs.msg import Transition
+
+    ld, args = _describe(launch_env, "mv4d.launch.py")
+    assert args["lifecycle"]["default_value"] == "false" and args["autostart"]["default_value"] == "true"
+    [plain] = _nodes(ld, _defaults(args))
+    assert type(plain).__name__ == "Node"                      # the plain node stays the default
+    node, activate, configure = _nodes(ld, _defaults(args) | {"lifecycle": "true"})
+    assert type(node).__name__ == "LifecycleNode"
+    kw = node.kwargs
+    assert (kw["executable"], kw["name"], kw["namespace"], kw["arguments"]) == (
+        "perception_node", "mv4d_perception", "", ["--lifecycle"])
+    assert kw["parameters"][1] == {"use_sim_time": False}
+    assert dict(kw["remappings"])["~/input/odometry"] == "/odom"
+    # Configure at once; activate when the node reports "inactive" (configure succeeded).
+    change = configure.kwargs["event"]
+    assert type(configure).__name__ == "EmitEvent" and change.kwargs["transition_id"] == Transition.TRANSITION_CONFIGURE
+    assert change.kwargs["lifecycle_node_matcher"] == ("matches", node)
+    handler = activate.args[0]
+    assert type(handler).__name__ == "OnStateTransition" and handler.kwargs["goal_state"] == "inactive"
+    assert handler.kwargs["target_lifecycle_node"] is node
+    [emit] = handler.kwargs["entities"]
+    assert emit.kwargs["event"].kwargs["transition_id"] == Transition.TRANSITION_ACTIVATE
+    # autostart:=false leaves the transitions to a lifecycle manager.
+    [only] = _nodes(ld, _defaults(args) | {"lifecycle": "true", "autostart": "false"})
+    assert type(only).__name__ == "LifecycleNode"
+    with pytest.raises(RuntimeError, match="lifecycle"):
+        _nodes(ld, _defaults(args) | {"lifecycle": "yes"})
+    # The bag launch file offers the same arguments.
+    _, bag_args = _describe(launch_env, "mv4d_bag.launch.py")
+    assert {"lifecycle", "autostart"} <= set(bag_args)
+
+
 def test_bag_launch_uses_sim_time_plays_the_bag_with_clock_and_offers_rviz(launch_env):
     ld, args = _describe(launch_env, "mv4d_bag.launch.py")
     assert {"bag", "rate", "rviz", "rviz_config", "use_sim_time", "rig_file", "checkpoint"} <= set(args)
@@ -208,7 +246,8 @@ def test_bag_launch_uses_sim_time_plays_the_bag_with_clock_and_offers_rviz(launc
 
 def test_stand_ins_are_removed_after_each_test():
     # monkeypatch.setitem restores sys.modules: no stand-in survives into other test modules.
-    for name in ("launch", "launch.actions", "launch_ros", "launch_ros.actions"):
+    for name in ("launch", "launch.actions", "launch.events", "launch_ros", "launch_ros.actions",
+                 "launch_ros.events.lifecycle"):
         assert not isinstance(sys.modules.get(name), types.ModuleType) or getattr(sys.modules[name], "__file__", None)
 
 

@@ -76,11 +76,13 @@ f = MsgFactory.rclpy()
 reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 img_pubs = {c: io.create_publisher(Image, f"/mv4d_perception/input/{c}/image", 10) for c in CAMS}
 lidar_pub = io.create_publisher(PointCloud2, "/mv4d_perception/input/lidar", 10)
-got = {k: [] for k in ("occupancy", "points", "flow", "bev", "markers", "depth", "depth_info", "proc", "lat", "diag")}
+got = {k: [] for k in ("occupancy", "points", "flow", "moving", "bev", "markers", "depth", "depth_info", "proc", "lat",
+                       "diag")}
 subs = [
     io.create_subscription(PointCloud2, "/mv4d_perception/output/occupancy", got["occupancy"].append, reliable),
     io.create_subscription(PointCloud2, "/mv4d_perception/output/points", got["points"].append, reliable),
     io.create_subscription(PointCloud2, "/mv4d_perception/output/flow", got["flow"].append, reliable),
+    io.create_subscription(PointCloud2, "/mv4d_perception/output/moving", got["moving"].append, reliable),
     io.create_subscription(OccupancyGrid, "/mv4d_perception/output/occupancy_bev", got["bev"].append, reliable),
     io.create_subscription(MarkerArray, "/mv4d_perception/output/occupancy_markers", got["markers"].append, reliable),
     io.create_subscription(Image, "/mv4d_perception/output/depth/CAM_FRONT", got["depth"].append, reliable),
@@ -105,14 +107,16 @@ assert spin_until(lambda: all(p.get_subscription_count() > 0 for p in [*img_pubs
                   20), "discovery failed"
 
 def publish_set(frame, stamp, images=None, skip=(), lidar_xyz=None):
+    # The cloud first, received before the images: it then joins the set whatever the load.
+    xyz = frame.lidar_xyz if lidar_xyz is None else lidar_xyz
+    lidar_pub.publish(xyz_to_pointcloud2(transform_points(T_lidar_base, xyz.astype(np.float64)).astype(np.float32),
+                                         stamp, "LIDAR_TOP", factory=f))
+    assert spin_until(lambda: node.lidar_buffer.newest_ns == stamp, 10), "cloud not received"
     for i, c in enumerate(CAMS):
         if c in skip:
             continue
         msg = images[c] if images and c in images else rgb_to_image(frame.images[i], stamp, c, factory=f)
         img_pubs[c].publish(msg)
-    xyz = frame.lidar_xyz if lidar_xyz is None else lidar_xyz
-    lidar_pub.publish(xyz_to_pointcloud2(transform_points(T_lidar_base, xyz.astype(np.float64)).astype(np.float32),
-                                         stamp, "LIDAR_TOP", factory=f))
 
 def occ_stamps():
     return [header_stamp_ns(m) for m in got["occupancy"]]
@@ -137,14 +141,26 @@ res["points"] = {"frame": pts.header.frame_id, "fields": [fl.name for fl in pts.
                  "stamp": header_stamp_ns(pts), "finite": bool(np.isfinite(parr["x"]).all())}
 fl = got["flow"][-1]
 res["flow"] = {"fields": [(x.name, x.datatype) for x in fl.fields], "n": fl.width, "frame": fl.header.frame_id}
+mv = got["moving"][-1]
+marr = pointcloud2_to_array(mv)
+res["moving"] = {"fields": [(x.name, x.offset, x.datatype) for x in mv.fields], "n": mv.width,
+                 "frame": mv.header.frame_id, "stamps": [header_stamp_ns(m) for m in got["moving"]],
+                 "min_speed": float(np.sqrt(marr["vx"] ** 2 + marr["vy"] ** 2 + marr["vz"] ** 2).min()) if len(marr) else None,
+                 "probs": sorted(set(marr["moving_prob"].tolist()))}
 bev = got["bev"][-1]
 bd = np.array(bev.data, np.int8)
 res["bev"] = {"frame": bev.header.frame_id, "w": bev.info.width, "h": bev.info.height, "res": bev.info.resolution,
               "origin": [bev.info.origin.position.x, bev.info.origin.position.y], "len": len(bev.data),
               "min": int(bd.min()), "max": int(bd.max()), "stamp": header_stamp_ns(bev)}
 mk = got["markers"][-1].markers
-res["markers"] = {"first_action": mk[0].action, "types": sorted({m.type for m in mk[1:]}),
-                  "cubes": sum(len(m.points) for m in mk[1:]), "frame": mk[1].header.frame_id if len(mk) > 1 else ""}
+cubes = [m for m in mk[1:] if m.ns == "occupancy"]
+arrows = [m for m in mk[1:] if m.ns == "velocity"]
+res["markers"] = {"first_action": mk[0].action, "types": sorted({m.type for m in cubes}),
+                  "cubes": sum(len(m.points) for m in cubes), "frame": mk[1].header.frame_id if len(mk) > 1 else "",
+                  "arrow_types": sorted({m.type for m in arrows}), "arrows": len(arrows),
+                  "arrow_points": sorted({len(m.points) for m in arrows}),
+                  "moving_in_that_set": next((m.width for m in got["moving"]
+                                              if header_stamp_ns(m) == header_stamp_ns(mk[0])), None)}
 dm = got["depth"][-1]
 d = image_to_depth_m(dm)
 # The same frames through a fresh offline pipeline (the code path of `mv4d infer`): without odometry
@@ -169,13 +185,18 @@ res["debug"] = {"proc": [m.data for m in got["proc"]], "lat_n": len(got["lat"])}
 res["frame_stamps"] = [fr.stamp_ns for fr in frames]
 n_ok = len(got["occupancy"])
 
-# 2) broken inputs; the node must keep running and count each cause.
+# 2) broken inputs; the node must keep running and count each cause. One set at a time: the node
+# processes the newest complete set, so sets published back to back could supersede each other.
 base = frames[-1].stamp_ns
 fr = frames[-1]
+def counted(key, n):
+    return spin_until(lambda: node.counters().get(key, 0) >= n, 30)
 bad_enc = array_to_image(np.zeros((96, 176), np.float32), "32FC1", base + 1_000_000_000, "CAM_FRONT", factory=f)
 publish_set(fr, base + 1_000_000_000, images={"CAM_FRONT": bad_enc})
+assert counted("drop_bad_encoding", 1), node.counters()
 small = rgb_to_image(np.zeros((48, 88, 3), np.uint8), base + 1_100_000_000, "CAM_BACK", factory=f)
 publish_set(fr, base + 1_100_000_000, images={"CAM_BACK": small})
+assert counted("drop_image_size_mismatch", 1), node.counters()
 publish_set(fr, base + 1_200_000_000, skip=("CAM_BACK_RIGHT",))
 nan_xyz = fr.lidar_xyz.copy(); nan_xyz[::2] = np.nan
 publish_set(fr, base + 1_300_000_000, lidar_xyz=nan_xyz)
@@ -184,7 +205,7 @@ assert spin_until(lambda: base + 1_300_000_000 in occ_stamps(), 60), f"no output
 publish_set(frames[0], frames[0].stamp_ns)
 assert spin_until(lambda: occ_stamps().count(frames[0].stamp_ns) == 2, 60), f"no output after clock jump: {node.counters()}"
 spin_until(lambda: False, 0.6)  # let a couple of diagnostics go out
-diag = [s for a in got["diag"] for s in a.status if s.name.startswith("mv4d_perception")]
+diag = [s for a in got["diag"] for s in a.status if s.name == "mv4d_perception: perception"]
 res["diag"] = {"n": len(diag), "last": {kv.key: kv.value for kv in diag[-1].values}, "level": int.from_bytes(diag[-1].level, "little") if isinstance(diag[-1].level, bytes) else int(diag[-1].level),
                "message": diag[-1].message}
 res["counters"] = node.counters()
@@ -220,14 +241,30 @@ class TestPerceptionNodeOverDDS:
         flow = node_run["flow"]
         assert [tuple(x) for x in flow["fields"]] == [(n, 7) for n in ("x", "y", "z", "vx", "vy", "vz")]
         assert flow["frame"] == "base_link" and flow["n"] == node_run["occupancy"]["n"]
+        # The moving-object cloud comes with every set. The untrained model has no motion gate, so a
+        # voxel moves when its (random) speed reaches flow.moving_min_speed_mps (0.5 m/s).
+        moving = node_run["moving"]
+        assert [tuple(x) for x in moving["fields"]] == [(n, 4 * i, 7) for i, n in
+                                                        enumerate(("x", "y", "z", "vx", "vy", "vz", "moving_prob"))]
+        assert moving["frame"] == "base_link" and moving["n"] <= flow["n"]
+        assert set(node_run["frame_stamps"]) <= set(moving["stamps"])
+        if moving["n"]:
+            assert moving["min_speed"] >= 0.5 - 1e-6 and moving["probs"] == [1.0]
         bev = node_run["bev"]
         assert (bev["w"], bev["h"], bev["res"]) == (100, 100, pytest.approx(0.8))
         assert bev["origin"] == [-40.0, -40.0] and bev["len"] == 100 * 100
-        assert bev["frame"] == "base_link" and 0 <= bev["min"] and bev["max"] <= 100 and bev["max"] >= 50
+        # The untrained model's occupancy is the road layer (centre 0.2 m) and the one beneath it; the
+        # default BEV slab (bev.z_min_m 0.3 .. bev.z_max_m 2.5 above the ground) leaves both out, so the
+        # road is free in the costmap (the same grid with a -1.0 m lower bound is occupied: max >= 50).
+        assert bev["frame"] == "base_link" and 0 <= bev["min"] and bev["max"] < 50, bev
         mk = node_run["markers"]
         assert mk["first_action"] == 3        # Marker.DELETEALL
         assert mk["types"] == [6]             # Marker.CUBE_LIST
         assert 0 < mk["cubes"] <= 500 and mk["frame"] == "base_link"
+        # One ARROW (start, end) per moving voxel of the same set, capped at flow.max_arrows (200).
+        assert mk["arrows"] == min(mk["moving_in_that_set"], 200)
+        if mk["arrows"]:
+            assert mk["arrow_types"] == [0] and mk["arrow_points"] == [2]
 
     def test_depth_image_is_32fc1_in_the_optical_frame(self, node_run):
         d = node_run["depth"]
@@ -252,9 +289,9 @@ class TestPerceptionNodeOverDDS:
         assert c["drop_image_size_mismatch"] == 1
         assert c["drop_lidar_nonfinite_points"] >= 1
         assert c["sync_resets"] == 1 and c["drop_clock_jump_back"] >= 1
-        # The set missing CAM_BACK_RIGHT never completes: its 6 messages are dropped (discarded
-        # when the synchronizer restarts at the clock jump).
-        assert c["messages_dropped"] >= 6
+        # The set missing CAM_BACK_RIGHT never completes: its 5 camera messages are dropped (discarded
+        # when the synchronizer restarts at the clock jump); its cloud waits in the LiDAR buffer.
+        assert c["messages_dropped"] >= 5
         assert c["sets_complete"] == 3 + 4 + 1 - 1     # good, bad-encoding/size/NaN, loop (missing one never)
         # Output resumed after the NaN cloud and after the clock jump.
         assert node_run["occ_after_bad"] == [node_run["frame_stamps"][-1] + 1_300_000_000, node_run["frame_stamps"][0]]
@@ -266,7 +303,8 @@ class TestPerceptionNodeOverDDS:
         last = diag["last"]
         assert int(last["drop_bad_encoding"]) == 1 and int(last["frames_processed"]) == 5
         assert int(last["sets_complete"]) == node_run["counters"]["sets_complete"]
-        assert diag["level"] == 1 and "bad input" in diag["message"]     # WARN
+        # WARN while the bad sets are inside the diagnostics window, naming the causes.
+        assert diag["level"] == 1 and "bad_encoding=1" in diag["message"], diag["message"]
 
 
 BAD_PARAM_SCRIPT = r"""
@@ -325,8 +363,6 @@ rclpy.shutdown()
 
 @pytest.mark.ros
 def test_shipped_parameter_file_loads_through_real_rclpy(ros_netns, tmp_path, request):
-    import torch
-
     from mv4d_core.data.synth import synthetic_rig
     from mv4d_core.models import ModelConfig, build_model
     from mv4d_core.pipeline.config import PerceptionConfig
@@ -347,7 +383,7 @@ def test_shipped_parameter_file_loads_through_real_rclpy(ros_netns, tmp_path, re
         assert f"/mv4d_perception/input/{cam}/image" in topics
         assert f"/mv4d_perception/output/depth/{cam}" in topics
     assert {"/mv4d_perception/output/occupancy", "/mv4d_perception/output/points", "/mv4d_perception/output/flow",
-            "/mv4d_perception/output/occupancy_bev", "/diagnostics"} <= topics
+            "/mv4d_perception/output/moving", "/mv4d_perception/output/occupancy_bev", "/diagnostics"} <= topics
     assert "/mv4d_perception/output/occupancy_markers" not in topics      # publish.markers: false
     assert "/mv4d_perception/input/lidar" not in topics                   # use_lidar: false
 
@@ -488,7 +524,7 @@ for k in (1, 2):
     publish_odometry(s, frames[-1].T_world_base, 0.2)
     res["counters"].append(publish_set(frames[-1], s)); res["stamps"].append(s)
 spin_until(lambda: False, 0.5)  # let diagnostics go out
-last = [s for a in diag for s in a.status if s.name.startswith("mv4d_perception")][-1]
+last = [s for a in diag for s in a.status if s.name == "mv4d_perception: perception"][-1]
 res["diag"] = {kv.key: kv.value for kv in last.values}
 res["seen"] = seen
 res["occ_stamps"] = [header_stamp_ns(m) for m in occ]

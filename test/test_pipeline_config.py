@@ -123,3 +123,37 @@ def test_shipped_parameter_file_is_generated_from_the_config_fields():
     assert YAML_PATH.read_text() == param_yaml(), "regenerate: python -m mv4d_core.pipeline.config --params-yaml"
     # every field default appears once: the table is derived from the dataclasses, not written twice
     assert PerceptionConfig().to_flat_dict() == {p.name: p.default for p in PARAMETERS}
+
+
+def test_a_misspelled_parameter_names_the_closest_known_one():
+    from mv4d_core.pipeline.config import check_parameter, closest_parameter, unknown_parameter_problem
+
+    assert closest_parameter("sync.slopp_s") == "sync.slop_s"
+    assert closest_parameter("use_lidr") == "use_lidar"
+    assert closest_parameter("slop_s") == "sync.slop_s"          # the right leaf without its group
+    assert closest_parameter("zzz_qqq") is None
+    assert unknown_parameter_problem("use_lidr") == "unknown parameter (a typo?); did you mean 'use_lidar'?"
+    with pytest.raises(ConfigError, match="parameter 'use_lidr': unknown parameter .* did you mean 'use_lidar'"):
+        PerceptionConfig.from_dict({"use_lidr": True})
+    assert check_parameter("sync.slop_s", 1) == 1.0              # an integer for a double is that number
+    with pytest.raises(ConfigError, match=r"parameter 'sync.slop_s': must be > 0.0"):
+        check_parameter("sync.slop_s", 0.0)
+
+
+def test_limits_in_words_for_the_ros_descriptors():
+    from mv4d_core.pipeline.config import limits_text
+
+    specs = {p.name: p for p in PARAMETERS}
+    assert limits_text(specs["sync.slop_s"]) == "> 0; <= 1"
+    assert limits_text(specs["sync.queue_size"]) == ">= 1; <= 1000"
+    assert limits_text(specs["engine"]) == "one of torch, onnxruntime, tensorrt"
+    assert limits_text(specs["input_qos"]).startswith("matches ^(SENSOR_DATA|")
+    assert limits_text(specs["rig_file"]) == ""
+
+
+def test_node_defaults_for_a_vehicle():
+    cfg = PerceptionConfig()
+    # Reliable keep-last 5 lost the fewest frames over DDS here (mv4d_ros/README.md, docs/benchmarks.md).
+    assert cfg.input_qos == "RELIABLE_5" and cfg.odometry_qos == "RELIABLE_50"
+    assert (cfg.bev.z_min_m, cfg.bev.z_max_m) == (0.3, 2.5)       # the ground stays out of the costmap
+    assert cfg.odometry_wait_s <= cfg.diagnostics_window_s and cfg.input_timeout_s < cfg.diagnostics_window_s

@@ -1,6 +1,10 @@
-"""PoseBuffer: odometry poses looked up at a camera set's stamp (pure Python, no ROS)."""
+"""PoseBuffer: odometry poses looked up at a camera set's stamp, extrapolated (bounded) past the newest
+sample, and its bounded wait (pure Python, no ROS)."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -99,3 +103,38 @@ def test_non_finite_odometry_is_refused_naming_the_message():
 def test_tolerance_must_be_positive():
     with pytest.raises(ValueError, match="tolerance_ns"):
         PoseBuffer(tolerance_ns=0)
+
+
+def test_past_the_newest_sample_the_pose_is_extrapolated_at_most_the_tolerance():
+    buf = PoseBuffer(tolerance_ns=50 * MS)
+    buf.add(1 * S, at_x(0.0, 0.0), "odom")
+    buf.add(1 * S + 20 * MS, at_x(0.2, 0.02), "odom")          # 10 m/s, 1 rad/s
+    found = buf.lookup(1 * S + 50 * MS)                         # 30 ms past the newest sample
+    assert found is not None and found.how == "extrapolated" and found.nearest_ns == 30 * MS
+    # (for small angles the slerp is a normalised lerp: 5e-6 off the exact rotation at 0.05 rad)
+    np.testing.assert_allclose(found.T_world_base, at_x(0.5, 0.05), atol=2e-5)
+    assert buf.lookup(1 * S + 71 * MS) is None                  # 51 ms past: further than the tolerance
+    assert buf.lookup(1 * S + 10 * MS).how == "interpolated"
+    assert buf.lookup(1 * S - 10 * MS).how == "held"            # before the oldest: never extrapolated back
+
+
+def test_no_velocity_from_samples_too_far_apart_to_interpolate():
+    buf = PoseBuffer(tolerance_ns=50 * MS)
+    buf.add(1 * S, at_x(0.0), "odom")
+    buf.add(1 * S + 200 * MS, at_x(2.0), "odom")                # 200 ms apart > 2 x tolerance
+    found = buf.lookup(1 * S + 230 * MS)
+    assert found.how == "held"
+    np.testing.assert_allclose(found.T_world_base, at_x(2.0))
+
+
+def test_wait_for_returns_when_the_covering_sample_arrives_or_times_out():
+    buf = PoseBuffer(tolerance_ns=50 * MS)
+    buf.add(1 * S, at_x(0.0), "odom")
+    t0 = time.monotonic()
+    assert not buf.wait_for(2 * S, 0.1)
+    assert 0.09 <= time.monotonic() - t0 < 1.0
+    threading.Timer(0.05, lambda: buf.add(2 * S + 5 * MS, at_x(1.0), "odom")).start()
+    t0 = time.monotonic()
+    assert buf.wait_for(2 * S, 5.0)
+    assert time.monotonic() - t0 < 2.0
+    assert buf.wait_for(1 * S, 0.0)                             # already covered: no wait

@@ -347,4 +347,4 @@ def test_info_reports_topics_rates_and_sync(tmp_path, capsys):
     assert "/CAM_BACK_LEFT/image_raw" in text and "6 synced sets" in text
     assert cli_main(["info", str(tmp_path / "bag"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["sync"]["synced_sets"] == 6
-    assert cli_main(["info", str(tmp_path / "missing")]) == 1
+    assert cli_main(["info", str(tmp_path / "missing")]) == 2          # a user error: one line, exit 2

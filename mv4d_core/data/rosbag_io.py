@@ -26,7 +26,9 @@ moved by ``inv(T_base_lidar)`` (``extra["T_base_lidar"]``, default identity = th
 coincides with base_link, which keeps the points bit-exact).
 
 :func:`read_frames` resolves extrinsics from /tf_static (or a given :class:`Rig`), intrinsics from
-the latest CameraInfo at or before each image, the ego pose from /tf (interpolated) or Odometry,
+the latest CameraInfo at or before each image, the ego pose ``world_frame <- base_frame`` of the topic
+map from /tf (interpolated) or Odometry (a bag with neither is said so once and its frames carry a
+NaN ``T_world_base``: unknown, never identity, so the pipeline fuses nothing across them),
 moves LiDAR points into base_link and synchronizes cameras (+ LiDAR) with the message_filters
 ApproximateTime contract. Everything dropped is counted in :class:`ReadStats`.
 """
@@ -309,24 +311,37 @@ def _open_reader(path: Path):
     from rosbags.rosbag2 import Reader
 
     if not path.exists():
-        raise BagError(f"bag {path} does not exist")
+        raise BagError(f"bag {path} does not exist (give a rosbag2 folder or its .db3/.mcap file)")
     try:
         reader = Reader(path)
         reader.open()
     except Exception as e:  # rosbags raises ReaderError, sqlite/mcap errors, YAML errors ... for broken bags
-        raise BagError(f"{path}: cannot open bag ({type(e).__name__}: {e})") from e
+        text = f"{type(e).__name__}: {e}"
+        if "metadata" in str(e).lower():
+            fix = f"its metadata.yaml is missing or unreadable: rebuild it with `ros2 bag reindex {path}`"
+        else:
+            fix = _CORRUPT_FIX
+        raise BagError(f"{path}: cannot open bag ({text}); {fix}") from e
     return reader
 
 
-def _iter_messages(reader, path: Path, connections):
-    gen = reader.messages(connections=connections)
+#: What to do about a bag whose storage file is damaged (an interrupted recording, a partial copy).
+_CORRUPT_FIX = ("the bag is truncated or corrupt (an interrupted recording or copy): copy it again, or repair it "
+                "(MCAP: `mcap recover`; sqlite3: `sqlite3 FILE.db3 .recover`)")
+
+
+def _iter_messages(reader, path: Path, connections=None):
+    gen = reader.messages(connections=connections) if connections is not None else reader.messages()
+    n = 0
     while True:
         try:
             item = next(gen)
         except StopIteration:
             return
         except Exception as e:  # truncated/corrupt storage surfaces here, mid-iteration
-            raise BagError(f"{path}: bag is corrupt or truncated ({type(e).__name__}: {e})") from e
+            raise BagError(f"{path}: reading failed after {n} messages ({type(e).__name__}: {e}); "
+                           f"{_CORRUPT_FIX}") from e
+        n += 1
         yield item
 
 
@@ -341,7 +356,7 @@ def infer_topic_map(topics: Mapping[str, Any]) -> TopicMap:
                 cams.append(CameraTopics(name, topic, f"/{name}/camera_info", name))
     if not cams:
         raise BagError(f"no camera topics like /<cam>/image_raw in the bag (topics: {sorted(topics)}); "
-                       "pass a topic map")
+                       "name the bag's camera topics in a topic map (--topic-map, see mv4d_core/data/topic_map.py)")
     return TopicMap(tuple(cams), "/lidar/points" if "/lidar/points" in topics else None,
                     odometry="/odom" if "/odom" in topics else None)
 
@@ -405,7 +420,8 @@ def _read_state(path: Path, reader, ts, topics, tm: TopicMap, stats: ReadStats):
             raise BagError(f"{path}: {conn.topic}: {e}") from e
     for topic, lst in infos.items():
         if not lst:
-            raise BagError(f"{path}: no CameraInfo messages on {topic}")
+            raise BagError(f"{path}: no CameraInfo messages on {topic}: the intrinsics are missing (record the "
+                           f"camera_info topics, or name them in a topic map: cameras[].camera_info)")
         lst.sort(key=lambda x: x[0])
     return tf, _pick_ego_source(tf, odom, tm, stats), infos
 
@@ -455,12 +471,15 @@ def _check_topics(path: Path, topics: Mapping[str, Any], tm: TopicMap) -> None:
     for cam in tm.cameras:
         for topic, kinds in ((cam.image, (IMAGE, COMPRESSED)), (cam.camera_info, (CAMERA_INFO,))):
             if topic not in topics:
-                raise BagError(f"{path}: topic {topic} (camera {cam.name}) is not in the bag; topics: {available}")
+                what = "camera" if topic == cam.image else "the intrinsics (CameraInfo) of camera"
+                raise BagError(f"{path}: topic {topic} ({what} {cam.name}) is not in the bag; topics: {available} "
+                               "(name the bag's topics in a topic map: --topic-map)")
             if topics[topic].msgtype not in kinds:
                 raise BagError(f"{path}: topic {topic} has type {topics[topic].msgtype}, expected one of {kinds}")
     if tm.lidar:
         if tm.lidar not in topics:
-            raise BagError(f"{path}: LiDAR topic {tm.lidar} is not in the bag; topics: {available}")
+            raise BagError(f"{path}: LiDAR topic {tm.lidar} is not in the bag; topics: {available} "
+                           "(name it in a topic map, or lidar: null)")
         if topics[tm.lidar].msgtype != POINTCLOUD2:
             raise BagError(f"{path}: topic {tm.lidar} has type {topics[tm.lidar].msgtype}, expected {POINTCLOUD2}")
     for t, kind in ((tm.tf, TF_MESSAGE), (tm.tf_static, TF_MESSAGE), (tm.odometry, ODOMETRY)):
@@ -476,7 +495,14 @@ def _pick_ego_source(tf: TFBuffer, odom: TFBuffer, tm: TopicMap, stats: ReadStat
         stats.ego_pose_source = "odometry"
         return odom
     stats.ego_pose_source = "none"
-    stats.warn(f"no ego pose {tm.world_frame} <- {tm.base_frame} in {tm.tf} or odometry; T_world_base = identity")
+    # What the bag does have above base_frame, to tell a wrong frame name from a missing pose.
+    parents = sorted({e.parent for buf in (tf, odom) for child, e in buf._edges.items()
+                      if child == tm.base_frame and e.static is None})
+    seen = f"{tm.base_frame}'s parent there is {parents}" if parents else f"nothing moves {tm.base_frame} there"
+    stats.warn(f"no ego pose {tm.world_frame} <- {tm.base_frame} in {tm.tf}"
+               f"{' or ' + tm.odometry if tm.odometry else ''} ({seen}): frames carry no ego pose "
+               f"(T_world_base unknown) and are processed without temporal fusion; if the bag has one under "
+               f"other names, give them in a topic map (world_frame, base_frame, odometry)")
     return None
 
 
@@ -489,7 +515,9 @@ def _lookup_or_drop(path: Path, tf: TFBuffer, base_frame: str, frame_id: str, st
         return tf.lookup(base_frame, frame_id, stamp_ns)
     except TransformError as e:
         if frame_id not in tf.frames:
-            raise BagError(f"{path}: no transform {base_frame} <- {frame_id!r} {what}: {e}") from e
+            raise BagError(f"{path}: no transform {base_frame} <- {frame_id!r} {what}: {e}; the extrinsics are "
+                           f"missing: record /tf_static with the bag, name its topic in a topic map (tf_static), "
+                           f"or give a rig YAML (mv4d infer --rig)") from e
         stats.dropped_tf += 1
         stats.warn(f"{topic} @ {stamp_ns}: {e}; set dropped")
         return None
@@ -560,7 +588,8 @@ def _build_frame(path: Path, ts, tm: TopicMap, msgs: tuple, rig: Rig | None, tf:
         intensity = xyz.fields.get("intensity")
         t_off = xyz.fields.get("t")
         ring = xyz.fields.get("ring")
-    T_world_base = np.eye(4)
+    # Unknown ego pose: NaN, never identity (the pipeline then fuses nothing into or out of the frame).
+    T_world_base = np.full((4, 4), np.nan) if ego is None else np.eye(4)
     if ego is not None:
         try:
             T_world_base = ego.lookup(tm.world_frame, tm.base_frame, stamp_ns)

@@ -115,9 +115,11 @@ def param(default: Any, description: str, **limits: Any) -> Any:
 
 @dataclass(frozen=True)
 class SyncConfig:
-    slop_s: float = param(0.08, "ApproximateTime slop: the largest stamp spread inside one camera(+LiDAR) set, "
-                                "seconds.", exclusive_minimum=0.0, maximum=1.0)
-    queue_size: int = param(10, "Messages kept per input while waiting for a matching set.", minimum=1, maximum=1000)
+    slop_s: float = param(0.08, "ApproximateTime slop: the largest stamp spread inside one camera set, and the "
+                                "furthest a LiDAR cloud's stamp may be from the set's to join it, seconds.",
+                          exclusive_minimum=0.0, maximum=1.0)
+    queue_size: int = param(10, "Messages kept per input while waiting for a matching set (and LiDAR clouds kept "
+                                "for matching).", minimum=1, maximum=1000)
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,8 @@ class PublishConfig:
     points: bool = param(True, "Publish ~/output/points (coloured points from depth).")
     flow: bool = param(True, "Publish ~/output/flow (occupied voxels with velocity).")
     bev: bool = param(True, "Publish ~/output/occupancy_bev (nav_msgs/OccupancyGrid).")
+    moving: bool = param(True, "Publish ~/output/moving (PointCloud2 of the occupied voxels that move: x, y, z, "
+                               "vx, vy, vz, moving_prob); with markers, velocity arrows join the MarkerArray.")
     markers: bool = param(False, "Publish ~/output/occupancy_markers (debug MarkerArray, capped).")
 
 
@@ -141,14 +145,26 @@ class PointsConfig:
 @dataclass(frozen=True)
 class FlowConfig:
     min_speed_mps: float = param(0.0, "Occupied voxels slower than this are left out of ~/output/flow.", minimum=0.0)
+    moving_min_prob: float = param(0.5, "Motion probability an occupied voxel needs to be in ~/output/moving (the "
+                                        "model's motion gate; 0 or 1 from the speed for models without one).",
+                                   exclusive_minimum=0.0, maximum=1.0)
+    moving_min_speed_mps: float = param(0.5, "Speed (m/s) an occupied voxel needs to be in ~/output/moving.",
+                                        minimum=0.0)
+    max_arrows: int = param(200, "Hard cap on velocity arrows in the MarkerArray (fastest kept).", minimum=1,
+                            maximum=10000)
+    arrow_horizon_s: float = param(1.0, "A velocity arrow ends where its voxel would be after this many seconds.",
+                                   exclusive_minimum=0.0, maximum=10.0)
 
 
 @dataclass(frozen=True)
 class BevConfig:
-    z_min_m: float = param(-1.0, "Lower bound (base_frame z) of the slab collapsed into the BEV grid.",
-                           minimum=-100.0, maximum=100.0)
-    z_max_m: float = param(3.0, "Upper bound (base_frame z) of the slab collapsed into the BEV grid.",
-                           minimum=-100.0, maximum=100.0)
+    # base_frame z = 0 is the ground plane (REP 105 base_footprint height; nuScenes' ego frame and the
+    # synthetic rig): the default slab leaves the road out, so the grid is a costmap of what stands on it.
+    z_min_m: float = param(0.3, "Lower bound (base_frame z, m) of the slab collapsed into the BEV grid; voxels whose "
+                                "centre lies below it (the road, kerbs) are left out. The default assumes z = 0 is "
+                                "the ground plane.", minimum=-100.0, maximum=100.0)
+    z_max_m: float = param(2.5, "Upper bound (base_frame z, m) of the slab collapsed into the BEV grid (above it: "
+                                "overhangs the vehicle passes under).", minimum=-100.0, maximum=100.0)
 
 
 @dataclass(frozen=True)
@@ -165,26 +181,40 @@ class PerceptionConfig:
                               "base_frame->camera from /tf_static.")
     image_transport: str = param("raw", "raw: sensor_msgs/Image on ~/input/<cam>/image; compressed: "
                                         "sensor_msgs/CompressedImage there.", enum=IMAGE_TRANSPORTS)
-    use_lidar: bool = param(False, "Subscribe ~/input/lidar (PointCloud2) and synchronize it with the cameras.")
+    use_lidar: bool = param(False, "Subscribe ~/input/lidar (PointCloud2); the cloud nearest to each camera set within "
+                                   "sync.slop_s joins it (a set without one is processed camera-only, counted), and a "
+                                   "LiDAR fusion model gets it (with intensity and ring) as an input.")
     use_odometry: bool = param(False, "Subscribe ~/input/odometry (nav_msgs/Odometry, pose of base_frame in the "
                                       "odom/map frame) and fuse the previous frame's volume (temporal fusion); "
                                       "false = every set is processed on its own.")
     odometry_tolerance_s: float = param(
         0.05, "A set uses the odometry pose interpolated at its stamp only when an odometry message lies within "
-              "this many seconds of it; otherwise the set is processed without temporal fusion.",
+              "this many seconds of it (past the newest message the pose is extrapolated at most this far); "
+              "otherwise the set is processed without temporal fusion.",
         exclusive_minimum=0.0, maximum=1.0)
+    odometry_wait_s: float = param(
+        0.1, "A set newer than the newest odometry message waits at most this long for the pose at its stamp "
+             "before it is processed (extrapolated, or without temporal fusion).", minimum=0.0, maximum=1.0)
+    odometry_qos: str = param("RELIABLE_50", "QoS of the odometry subscription (same forms as input_qos; keep "
+                                             "enough history for the poses around a set).", pattern=QOS_PATTERN)
     base_frame: str = param("base_link", "Frame of every 3D output (REP 105 base_link).",
                             pattern=r"^[A-Za-z_][A-Za-z0-9_/]*$")
-    input_qos: str = param("SENSOR_DATA", "QoS of image/LiDAR subscriptions: SENSOR_DATA (best effort), "
-                                          "SYSTEM_DEFAULT, DEFAULT, RELIABLE, BEST_EFFORT, optionally _<depth>.",
+    input_qos: str = param("RELIABLE_5", "QoS of image/LiDAR subscriptions: SENSOR_DATA (best effort), "
+                                         "SYSTEM_DEFAULT, DEFAULT, RELIABLE, BEST_EFFORT, optionally _<depth> (history "
+                                         "depth). A RELIABLE subscription receives nothing from a best-effort "
+                                         "publisher (named in /diagnostics); see mv4d_ros/README.md.",
                            pattern=QOS_PATTERN)
+    input_timeout_s: float = param(
+        1.0, "An input with no message for this long is stale: named in /diagnostics (WARN; ERROR once no set "
+             "completes for a whole diagnostics window).", exclusive_minimum=0.0)
     max_clock_jump_s: float = param(
         1.0, "A message or set older than the newest on its input by at most this is late (dropped, counted); "
              "a larger jump back (bag loop, restarted clock) resets synchronizer and temporal state.",
         exclusive_minimum=0.0)
     sync: SyncConfig = field(default_factory=SyncConfig)
     engine: str = param("torch", "Inference engine.", enum=ENGINES)
-    checkpoint: str = param("", "Model checkpoint / exported model path; empty = the weights shipped with mv4d.")
+    checkpoint: str = param("", "Model checkpoint / exported model path; empty = the weights shipped with mv4d (the "
+                                "LiDAR fusion weights with use_lidar, when shipped).")
     device: str = param("cpu", "Torch device: cpu, cuda or cuda:N.", pattern=DEVICE_PATTERN)
     occupancy_threshold: float = param(0.5, "A voxel is occupied when its probability is >= this.",
                                        exclusive_minimum=0.0, exclusive_maximum=1.0)
@@ -197,6 +227,9 @@ class PerceptionConfig:
     log_throttle_s: float = param(5.0, "Each bad-input cause is logged at most once per this period.",
                                   exclusive_minimum=0.0)
     diagnostics_period_s: float = param(1.0, "Period of /diagnostics messages.", exclusive_minimum=0.0)
+    diagnostics_window_s: float = param(
+        5.0, "Rates, drops and completed sets in /diagnostics are counted over this sliding window; a status "
+             "returns to OK once a whole window is healthy.", exclusive_minimum=0.0)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], strict: bool = True) -> "PerceptionConfig":
@@ -206,7 +239,7 @@ class PerceptionConfig:
         flat = flatten(values)
         unknown = sorted(set(flat) - set(_SPECS))
         if unknown and strict:
-            raise ConfigError(unknown[0], f"unknown parameter (known: {', '.join(sorted(_SPECS))})")
+            raise ConfigError(unknown[0], unknown_parameter_problem(unknown[0]))
         checked = {name: _check_value(spec, flat.get(name, spec.default)) for name, spec in _SPECS.items()}
         if checked["bev.z_max_m"] <= checked["bev.z_min_m"]:
             raise ConfigError("bev.z_max_m", f"must exceed bev.z_min_m ({checked['bev.z_min_m']}), "
@@ -280,6 +313,47 @@ def _specs(cls, prefix: str = "") -> list[ParamSpec]:
 #: The parameter table, derived from the :class:`PerceptionConfig` fields (dotted ROS names).
 PARAMETERS: tuple[ParamSpec, ...] = tuple(_specs(PerceptionConfig))
 _SPECS = {p.name: p for p in PARAMETERS}
+
+
+def closest_parameter(name: str) -> str | None:
+    """The known parameter name closest to ``name`` (a typo), or None when nothing is close."""
+    import difflib
+
+    found = difflib.get_close_matches(name, list(_SPECS), n=1, cutoff=0.6)
+    if not found:  # a right leaf under a wrong group, or the reverse: compare the last part alone
+        leaf = name.rsplit(".", 1)[-1]
+        found = [n for n in _SPECS if n.rsplit(".", 1)[-1] == leaf][:1]
+    return found[0] if found else None
+
+
+def unknown_parameter_problem(name: str) -> str:
+    """``unknown parameter; did you mean 'x'?`` (the text after ``parameter '<name>': ``)."""
+    close = closest_parameter(name)
+    hint = f"did you mean '{close}'?" if close else f"known: {', '.join(sorted(_SPECS))}"
+    return f"unknown parameter (a typo?); {hint}"
+
+
+def check_parameter(name: str, value: Any) -> Any:
+    """Type- and range-check one parameter value (dotted name); returns it normalized. Raises
+    :class:`ConfigError` naming it; cross-field rules are checked by :meth:`PerceptionConfig.from_dict`."""
+    spec = _SPECS.get(name)
+    if spec is None:
+        raise ConfigError(name, unknown_parameter_problem(name))
+    return _check_value(spec, value)
+
+
+def limits_text(spec: ParamSpec) -> str:
+    """The limits of one parameter in words: ``> 0; <= 1``, ``one of a, b``, ``matches ^...$``."""
+    parts = []
+    for attr, sign in (("exclusive_minimum", ">"), ("minimum", ">="), ("exclusive_maximum", "<"), ("maximum", "<=")):
+        v = getattr(spec, attr)
+        if v is not None:
+            parts.append(f"{sign} {v:g}")
+    if spec.enum:
+        parts.append("one of " + ", ".join(spec.enum))
+    if spec.pattern and not spec.enum:
+        parts.append(f"matches {spec.pattern}")
+    return "; ".join(parts)
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
