@@ -10,13 +10,15 @@ NUSCENES ?=
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: all install install-ros sysdeps test test-fast demo bench weights clean help
+.PHONY: all install install-ros sysdeps test test-fast demo bench weights weights-camera weights-fusion eval-seeds clean help
 
 help:
 	@echo "make test    - create .venv, install everything, run the whole suite"
 	@echo "make demo    - same set-up, then run the main job (synthetic world + shipped weights)"
 	@echo "make bench   - run the benchmarks in bench/ (JSON + Markdown in out/bench)"
-	@echo "make weights - re-train the shipped tiny weights (training/tiny_ship.yaml; needs ../shared nuScenes sample; ~20-60 min on CPU)"
+	@echo "make weights - re-train both shipped tiny weights: camera-only (training/tiny_ship.yaml) and fusion"
+	@echo "               (training/tiny_fusion.yaml + tiny_fusion_flow.yaml); needs the ../shared nuScenes sample;"
+	@echo "               ~2 h on a 2-core CPU"
 
 $(VENV)/bin/python:
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python 3.11) on PATH"; exit 1; }
@@ -69,17 +71,32 @@ demo: install
 bench: install
 	$(PYTHON) -m bench.run_all --out out/bench
 
-# The recipe behind mv4d_core/weights/mv4d_tiny.pt: train (synthetic + the nuScenes sample in $(SHARED)),
-# evaluate on unseen synthetic seeds, slim + record provenance.
+# The recipes behind mv4d_core/weights/: camera-only (mv4d_tiny.pt) and with the LiDAR as an input
+# (mv4d_tiny_fusion.pt); each is trained (synthetic + the nuScenes sample in $(SHARED)), evaluated on
+# unseen synthetic seeds, then slimmed with its provenance.
 RUN ?= runs/tiny_ship
-weights: install
-	$(VENV)/bin/mv4d train --config training/tiny_ship.yaml --out $(RUN) --time-budget-min 55
+FUSION_RUN ?= runs/tiny_fusion
+weights: weights-camera weights-fusion
+
+eval-seeds: install
 	rm -rf runs/data/seed100 runs/data/seed101    # re-rendered: the GT follows the current code
 	$(VENV)/bin/mv4d synth --out runs/data/seed100 --frames 12 --seed 100
 	$(VENV)/bin/mv4d synth --out runs/data/seed101 --frames 12 --seed 101
-	$(VENV)/bin/mv4d eval --checkpoint $(RUN)/last.pt --data runs/data/seed100 runs/data/seed101 --json $(RUN)/eval_unseen.json
+
+weights-camera: install eval-seeds
+	$(VENV)/bin/mv4d train --config training/tiny_ship.yaml --out $(RUN) --time-budget-min 55
+	$(VENV)/bin/mv4d eval --checkpoint $(RUN)/last.pt --data runs/data/seed100 runs/data/seed101 \
+	  --camera-only-checkpoint none --json $(RUN)/eval_unseen.json
 	$(PYTHON) -m mv4d_core.training.ship --checkpoint $(RUN)/last.pt --eval $(RUN)/eval_unseen.json \
 	  --out mv4d_core/weights/mv4d_tiny.pt --note "tiny config, training/tiny_ship.yaml"
+
+weights-fusion: install eval-seeds
+	$(VENV)/bin/mv4d train --config training/tiny_fusion.yaml --out $(FUSION_RUN)
+	$(VENV)/bin/mv4d train --config training/tiny_fusion_flow.yaml --out $(FUSION_RUN) --resume --max-steps 2700
+	$(VENV)/bin/mv4d eval --checkpoint $(FUSION_RUN)/last.pt --data runs/data/seed100 runs/data/seed101 \
+	  --json $(FUSION_RUN)/eval_unseen.json
+	$(PYTHON) -m mv4d_core.training.ship --checkpoint $(FUSION_RUN)/last.pt --eval $(FUSION_RUN)/eval_unseen.json \
+	  --out mv4d_core/weights/mv4d_tiny_fusion.pt --note "tiny fusion config, training/tiny_fusion.yaml then training/tiny_fusion_flow.yaml"
 
 clean:
 	rm -rf $(VENV) .stamp-* out .pytest_cache

@@ -1,5 +1,7 @@
 """Model benchmark: tiny forward latency (CPU), per-stage split, peak memory of a tiny training step,
-and the base config on GPU when CUDA is present (skipped otherwise).
+the cost of the LiDAR branch and of motion (fusion vs camera-only tiny forward, and fusion with vs
+without the previous sweep and the flow gate, each pair timed round-robin in the same run), and the
+base config on GPU when CUDA is present (skipped otherwise).
 
 Usage: ``python -m bench.bench_model [--out out/bench/model.json] [--repeats 5] [--base-cpu]``.
 Memory method (CPU): peak resident set size (``ru_maxrss``) of this process after one training step
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import timed, write_result
+from bench.common import round_robin, timed, write_result
 
 
 def _rss_mb() -> float:
@@ -51,6 +53,65 @@ def make_inputs(cfg, batch=1, device="cpu"):
     K = torch.tensor(Ks, dtype=torch.float32).expand(batch, -1, -1, -1).clone()
     T = torch.tensor(np.array(Ts), dtype=torch.float32).expand(batch, -1, -1, -1).clone()
     return ModelInputs(images, K, T).to(device)
+
+
+def with_lidar(inputs, cfg, seed: int = 0):
+    """``inputs`` plus random LiDAR inputs of ``cfg``'s shapes (the cost does not depend on the values)."""
+    from dataclasses import replace
+
+    from mv4d_core.models.lidar_inputs import volume_channels
+
+    g = torch.Generator().manual_seed(seed)
+    B, N, _, H, W = inputs.images.shape
+    vol = torch.rand(B, volume_channels(cfg.lidar.previous_sweeps), *cfg.grid.shape, generator=g)
+    depth = torch.rand(B, N, 3, H, W, generator=g) * 30.0
+    return replace(inputs, lidar_volume=vol, lidar_depth=depth, lidar_valid=torch.ones(B))
+
+
+def fusion_cost(repeats: int) -> dict:
+    """Median eval forward (ms) of the tiny camera-only, fusion and fusion-without-motion models, measured
+    round-robin, the two ratios the fusion and motion targets are stated in, and the LiDAR
+    pre-processing of one synthetic sweep (volume + per-camera sparse depth and completion)."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from mv4d_core.data.synth import generate_sequence
+    from mv4d_core.models import ModelConfig, build_model
+    from mv4d_core.models.inputs import resize_cameras
+    from mv4d_core.models.lidar_inputs import Sweep, build_lidar_inputs, lidar_origin
+    from mv4d_core.training.config import TrainConfig
+
+    cam = ModelConfig.tiny()
+    recipe = Path(__file__).resolve().parents[1] / "training" / "tiny_fusion.yaml"
+    fusion = TrainConfig.from_yaml(recipe).model           # the shipped fusion weights' configuration
+    static = fusion.replace(lidar=replace(fusion.lidar, previous_sweeps=0), flow_gate=False)
+    models, feeds = {}, {}
+    for name, cfg in (("camera_only", cam), ("fusion", fusion), ("fusion_without_motion", static)):
+        torch.manual_seed(0)
+        models[name] = build_model(cfg).eval()
+        base = make_inputs(cfg)
+        feeds[name] = with_lidar(base, cfg) if cfg.lidar.enabled else base
+    with torch.no_grad():
+        times = round_robin({k: (lambda k=k: models[k](feeds[k])) for k in models}, repeats, warmup=1)
+    med = {k: round(statistics.median(v) * 1e3, 1) for k, v in times.items()}
+
+    f0, f1 = generate_sequence(2, seed=1)
+    h, w = fusion.image_height, fusion.image_width
+    _, K = resize_cameras(f1.images, f1.intrinsics, h, w)
+    sweeps = [Sweep(f.lidar_xyz, f.lidar_intensity, f.T_world_base, f.stamp_ns) for f in (f0, f1)]
+    origin = lidar_origin(f1.T_base_lidar)
+    pre = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        build_lidar_inputs(sweeps[1], sweeps[:1], origin, K, f1.T_base_cam, (h, w), fusion.lidar, fusion.grid)
+        pre.append(time.perf_counter() - t0)
+    return {"median_ms": med, "fusion_over_camera_only": round(med["fusion"] / med["camera_only"], 3),
+            "motion_over_fusion_without_motion": round(med["fusion"] / med["fusion_without_motion"], 3),
+            "lidar_preprocess_ms": round(statistics.median(pre) * 1e3, 1),
+            "lidar_points": int(len(f1.lidar_xyz)),
+            "note": f"fusion = {recipe.name}'s model (previous_sweeps {fusion.lidar.previous_sweeps}, full-resolution "
+                    "depth head, flow gate); without motion = no previous sweep, no gate; forward only, the LiDAR "
+                    "pre-processing (numpy, in the pipeline) is lidar_preprocess_ms"}
 
 
 def train_step(model, inputs):
@@ -120,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_ms": round(statistics.median(fwd) * 1e3, 1), "min_ms": round(min(fwd) * 1e3, 1),
         "stage_median_ms": stage_times(model, inputs, max(2, args.repeats // 2)),
     }
+    result["tiny_fusion_cost_cpu"] = fusion_cost(max(5, args.repeats))
     if args.base_cpu:
         bcfg = ModelConfig.base()
         bmodel = build_model(bcfg).eval()

@@ -26,20 +26,14 @@ from mv4d_core.export.wrapper import ExportWrapper, example_inputs
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 from mv4d_core.models import ModelConfig, ModelInputs, build_model
 from mv4d_core.models.temporal import trilinear_sample_gather
+from builders import randomised_model
 
 # float32 graphs reordered by the exporter's optimiser: a few 1e-6 relative is expected. The largest
 # difference seen is 4e-5 absolute, 14 % of this tolerance.
 ATOL, RTOL = 2e-4, 1e-4
 
 
-def _randomised_model(cfg, seed=0):
-    torch.manual_seed(seed)
-    model = build_model(cfg)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-    return model.eval()
+_randomised_model = randomised_model
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +106,7 @@ def test_export_wrapper_is_the_model_forward_with_and_without_previous_frame():
     cfg = ModelConfig.tiny().replace(num_cameras=2, grid=grid)
     model = _randomised_model(cfg, seed=5)
     wrapper = ExportWrapper(model)
-    assert wrapper.output_names == ("occupancy_prob", "flow_mps", "depth_m", "state_volume")
+    assert wrapper.output_names == ("occupancy_prob", "flow_mps", "motion_prob", "depth_m", "state_volume")
     with torch.no_grad():
         for with_prev in (False, True):
             ex = example_inputs(cfg, batch=1, seed=6, temporal_prev=with_prev)
@@ -139,7 +133,7 @@ def test_exported_file_is_single_valid_opset18_with_metadata(exported):
     assert [i.name for i in proto.graph.input] == list(info.input_names) == \
         ["images", "intrinsics", "T_base_cam", "prev_volume", "T_prev_cur", "prev_valid"]
     assert [o.name for o in proto.graph.output] == list(info.output_names) == \
-        ["occupancy_prob", "flow_mps", "depth_m", "state_volume"]
+        ["occupancy_prob", "flow_mps", "motion_prob", "depth_m", "state_volume"]
     assert all(i.type.tensor_type.shape.dim[0].dim_param for i in proto.graph.input), "batch must be symbolic"
     ops = {n.op_type for n in proto.graph.node}
     assert "GridSample" not in ops, "5D grid_sample must be replaced by gathers at opset 18"

@@ -10,6 +10,7 @@ import torch
 from mv4d_core.cli import main as mv4d
 from mv4d_core.eval.lidar_flow import FlowFitConfig, fit_flow_volume, flow_at_points
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
+from builders import box_surface
 
 GRID = VoxelGridSpec((-12.0, -12.0, -1.0), (12.0, 12.0, 3.0), (0.8, 0.8, 0.8))
 DT_S = 0.1
@@ -24,13 +25,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _box_surface(rng, n, lo, hi):
-    """``n`` points on the faces of an axis-aligned box (LiDAR returns lie on surfaces)."""
-    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
-    p = rng.uniform(lo, hi, (n, 3))
-    axis, side = rng.integers(0, 3, n), rng.integers(0, 2, n)
-    p[np.arange(n), axis] = np.where(side == 1, hi[axis], lo[axis])
-    return p
+_box_surface = box_surface
 
 
 def _scene(rng):
@@ -104,16 +99,35 @@ def test_fit_rejects_bad_input():
 
 @pytest.mark.data
 def test_eval_flow_cli_on_the_argoverse2_sample(shared_data, tmp_path, capsys):
+    """A fusion network on its LiDAR branch alone next to the baselines, under the AV2 protocol."""
+    from mv4d_core.models import ModelConfig, build_model
+    from mv4d_core.models.config import LidarConfig
+    from mv4d_core.training.checkpoint import save_atomic
+
+    cfg = ModelConfig.tiny().replace(lidar=LidarConfig(enabled=True), flow_gate=True)
+    torch.manual_seed(0)
+    save_atomic({"model_config": cfg.to_dict(), "model": build_model(cfg).state_dict()}, tmp_path / "fusion.pt")
     out = tmp_path / "av2.json"
-    assert mv4d(["eval-flow", "--data", str(shared_data / "argoverse2_av2api"), "--json", str(out),
-                 "--iters", "5", "--threads", "2"]) == 0
+    assert mv4d(["eval-flow", "--checkpoint", str(tmp_path / "fusion.pt"), "--data",
+                 str(shared_data / "argoverse2_av2api"), "--json", str(out), "--iters", "5", "--threads", "2"]) == 0
     report = json.loads(out.read_text())
     (log,) = report["logs"].values()
     res = log["results"]
-    zero = res["baseline: zero"]["flow"]
-    assert zero["static"]["epe3d"] < 0.01 and zero["dynamic"]["epe3d"] > 0.3   # labels: movers move
-    fit = res["label-free flow objective (test-time fit)"]["flow"]
-    assert fit["all"]["num_points"] == zero["all"]["num_points"] == log["fit"]["points_in_grid"] > 50000
-    assert 0 < zero["dynamic"]["num_points"] < zero["all"]["num_points"]
-    assert "no images" in out.with_suffix(".md").read_text()
+    assert list(res) == ["model", "baseline: zero", "baseline: nearest_neighbour", "baseline: cluster_icp",
+                         "baseline: test_time_fit"]
+    zero = res["baseline: zero"]
+    # labels: the foreground movers move, the background does not (object motion, ego removed)
+    assert zero["bs"] < 0.01 and zero["fd"] > 0.3 and zero["num_fd"] > 100
+    assert zero["threeway_epe"] == pytest.approx(np.mean([zero["fd"], zero["fs"], zero["bs"]]))
+    for r in res.values():
+        assert r["flow"]["all"]["num_points"] == log["fit"]["points_scored"] > 50000
+        assert {"threeway_epe", "fd", "fs", "bs"} <= set(r)
+    md = out.with_suffix(".md").read_text()
+    assert "Threeway EPE" in md and "LiDAR branch alone" in md
     assert mv4d(["eval-flow", "--data", str(tmp_path / "nope"), "--json", str(out)]) == 2
+    # a camera-only model cannot run on LiDAR alone: refused with the reason
+    save_atomic({"model_config": ModelConfig.tiny().to_dict(), "model": build_model("tiny").state_dict()},
+                tmp_path / "cam.pt")
+    assert mv4d(["eval-flow", "--checkpoint", str(tmp_path / "cam.pt"), "--data",
+                 str(shared_data / "argoverse2_av2api"), "--json", str(out)]) == 2
+    assert "camera-only model" in capsys.readouterr().err

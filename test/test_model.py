@@ -11,8 +11,8 @@ import torch
 
 from mv4d_core.data import synth
 from mv4d_core.data.frame import FrameRecord
-from mv4d_core.geometry.camera import R_BODY_OPTICAL, PinholeCamera, project
-from mv4d_core.geometry.transforms import invert_transform, transform_points
+from mv4d_core.geometry.camera import R_BODY_OPTICAL, PinholeCamera
+from mv4d_core.geometry.transforms import transform_points
 from mv4d_core.geometry.voxel_grid import OCC3D, TINY, VoxelGridSpec
 from mv4d_core.models import ModelConfig, ModelInputs, ModelOutputs, build_model, count_parameters, resize_cameras
 from mv4d_core.models.inputs import relative_pose
@@ -111,7 +111,7 @@ def test_tiny_forward_shapes_frames_and_units(tiny_run):
     assert out.field.shape == (B, 1 + 3, X, Y, Z)
     assert out.depth_m.shape == (B, N, 24, 44)                   # stride 4 of 96 x 176
     assert out.state_volume.shape == (B, cfg.volume_channels, X, Y, Z)
-    assert set(out.inference_tensors()) == {"occupancy_prob", "flow_mps", "depth_m", "state_volume"}
+    assert set(out.inference_tensors()) == {"occupancy_prob", "flow_mps", "motion_prob", "depth_m", "state_volume"}
     # occupancy is derived from the SDF: occupied where the surface passes within half a voxel
     margin = cfg.occupancy_margin_m
     assert margin == 0.5 * min(cfg.grid.voxel_size)

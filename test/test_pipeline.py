@@ -110,6 +110,44 @@ def test_output_arrays_are_message_ready():
     assert only.bev is not None and only.occupancy is None and only.points is None and only.depth is None
 
 
+class GatedBoxEngine(BoxEngine):
+    """BoxEngine with a motion gate: of its two occupied columns only y = 7 moves (probability 0.9)."""
+
+    def infer(self, inputs):
+        out = super().infer(inputs)
+        motion = np.full(GRID.shape, 0.1, np.float32)
+        motion[10:12, 7, 1] = 0.9
+        out.flow_mps[motion < 0.5] = 0.0
+        out.motion_prob = motion
+        return out
+
+
+def test_moving_output_holds_the_moving_occupied_voxels_with_velocity_and_arrows():
+    cfg = PerceptionConfig(camera_names=tuple(CAMS))
+    out = PerceptionPipeline(GatedBoxEngine(), cfg).process(make_frame())
+    arr = output_arrays(out, cfg, want={"moving", "markers"})
+    assert list(arr.moving.dtype.names) == ["x", "y", "z", "vx", "vy", "vz", "moving_prob"]
+    # The two voxels of the moving column, not the still one and none of the free (fast) ones.
+    assert len(arr.moving) == 2 and set(arr.moving["y"].tolist()) == {-0.5}
+    assert set(arr.moving["vx"].tolist()) == {2.0}
+    np.testing.assert_allclose(arr.moving["moving_prob"], 0.9)
+    # One arrow per moving voxel, ending where the voxel is after flow.arrow_horizon_s (1 s): 2 m ahead.
+    assert arr.arrows.shape == (2, 2, 3)
+    np.testing.assert_allclose(arr.arrows[:, 1] - arr.arrows[:, 0], [[2.0, 0, 0]] * 2)
+    capped = output_arrays(out, PerceptionConfig.from_dict({"camera_names": CAMS, "flow.max_arrows": 1}), {"markers"})
+    assert capped.arrows.shape == (1, 2, 3) and capped.moving is None
+
+
+def test_without_a_motion_gate_a_voxel_moves_when_its_speed_reaches_half_a_metre_per_second():
+    cfg = PerceptionConfig(camera_names=tuple(CAMS))
+    out = PerceptionPipeline(BoxEngine(), cfg).process(make_frame())      # 2 m/s everywhere, no motion_prob
+    assert out.motion_prob is None
+    moving = output_arrays(out, cfg, {"moving"}).moving
+    assert len(moving) == 4 and set(moving["moving_prob"].tolist()) == {1.0}
+    slow = PerceptionConfig.from_dict({"camera_names": CAMS, "flow.moving_min_speed_mps": 3.0})
+    assert len(output_arrays(out, slow, {"moving"}).moving) == 0
+
+
 def test_cameras_are_reordered_to_the_configured_order_and_missing_ones_are_named():
     pipe = PerceptionPipeline(BoxEngine(), PerceptionConfig(camera_names=("CAM_B", "CAM_A")))
     frame = make_frame()

@@ -12,7 +12,7 @@ import yaml
 from mv4d_core.cli import main as mv4d
 from mv4d_core.data.synth import generate_sequence
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
-from mv4d_core.models import ModelConfig, build_model
+from mv4d_core.models import build_model
 from mv4d_core.training.config import TrainConfig
 from mv4d_core.data.sources import Sequence, parse_frame_slice
 from mv4d_core.training.data import TripletDataset
@@ -127,6 +127,21 @@ def test_camera_only_samples_skip_lidar_losses(recipe, frames):
     result = SelfSupervisedStep(recipe)(build_model(recipe.model), [ds[0]], 0)
     assert torch.isfinite(result.loss)
     assert not LIDAR_TERMS & set(result.terms) and "photometric" in result.terms
+
+
+def test_sweeps_too_far_apart_get_no_flow_supervision(recipe, frames):
+    import dataclasses
+
+    # The same drive with its stamps 0.5 s apart (nuScenes keyframes): Chamfer points and teacher labels
+    # would match static structure across a ~3 m ego move, so the sample carries neither.
+    slow = [dataclasses.replace(f, stamp_ns=f.stamp_ns + i * 400_000_000) for i, f in enumerate(frames)]
+    ds = TripletDataset([Sequence("2hz", slow)], recipe.model, chamfer_points=512, progress=False,
+                        with_flow_teacher=True, cache_dir=None, flow_pair_max_dt_s=0.2)
+    assert all(s.chamfer_src is None and s.flow_teacher_points is None for s in ds.samples)
+    assert all(s.occupancy_labels is not None for s in ds.samples)        # the rest of the supervision stays
+    ds = TripletDataset([Sequence("2hz", slow)], recipe.model, chamfer_points=512, progress=False,
+                        flow_pair_max_dt_s=1.0)
+    assert all(s.chamfer_src is not None for s in ds.samples)
 
 
 def test_chamfer_prefers_the_true_flow():
@@ -251,7 +266,9 @@ def test_nuscenes_triplet_trains_with_lidar_terms(nuscenes_minivis, recipe):
     m = recipe.model
     seqs = load_sequences(DataConfig(sources=[str(nuscenes_minivis)], nuscenes_scenes=["scene-0523"], frames="0:3"),
                           image_size=(m.image_width, m.image_height))
-    ds = TripletDataset(seqs, m, chamfer_points=512, progress=False, with_ground=True)
+    # Keyframes are 0.5 s apart: flow pairs that far apart are allowed explicitly, as
+    # training/tiny_nuscenes.yaml does (data.flow_pair_max_dt_s: 1.0).
+    ds = TripletDataset(seqs, m, chamfer_points=512, progress=False, with_ground=True, flow_pair_max_dt_s=1.0)
     assert len(ds) == 1
     s = ds[0]
     assert 0.4 < s.frames[2].stamp_s - s.frames[1].stamp_s < 0.6          # 2 Hz keyframes

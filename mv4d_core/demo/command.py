@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 HELP = "run the main job: synthetic drive (+ nuScenes if present) -> infer -> evaluate -> report folder"
 
@@ -111,6 +112,21 @@ def resolve_checkpoint(args, out):
             f"recipe) and copy the checkpoint to {folder}/, or pass --checkpoint PATH. `--random-init` runs the "
             "demo with an untrained model (plumbing test; every output is labelled UNTRAINED).")
     return path, f"shipped weights {path.name}"
+
+
+def fusion_companion(args, ckpt, model_cfg):
+    """The shipped fusion weights, run next to the shipped camera-only ones (a :class:`DemoModel`), or None
+    (a checkpoint was given, they are not shipped, or the main model already takes the LiDAR)."""
+    if args.checkpoint or args.random_init or model_cfg.lidar.enabled:
+        return None
+    from mv4d_core.engines import load_checkpoint_model
+    from mv4d_core.engines.checkpoint import FUSION_WEIGHTS, WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / FUSION_WEIGHTS
+    if not path.is_file():
+        return None
+    _, cfg = load_checkpoint_model(path)
+    return DemoModel(path, cfg, f"mv4d fusion ({path.name})", f"shipped fusion weights {path.name}", "fusion")
 
 
 def trained_nuscenes_scenes(path) -> list[str]:
@@ -204,10 +220,25 @@ def _middle(frames):
     return frames[len(frames) // 2]
 
 
-def run_dataset(name: str, in_bag, work, ckpt, model_cfg, frames_gt, method: str, label: str, render: str,
-                device: str, train_frames=None, real: bool = False, log=print):
-    """infer -> decode -> evaluate (the output bag, scored as ``mv4d eval`` scores) -> panels for one
-    input bag. Returns a :class:`Section`."""
+@dataclass
+class DemoModel:
+    """One set of weights the demo runs: ``tag`` names its files (``""`` for the main model),
+    ``method`` its row in the tables, ``label`` where it comes from."""
+
+    ckpt: object
+    model_cfg: object
+    method: str
+    label: str
+    tag: str = ""
+
+    def file(self, stem: str, suffix: str = ".png") -> str:
+        return f"{stem}{'_' + self.tag if self.tag else ''}{suffix}"
+
+
+def run_dataset(name: str, in_bag, work, models: list, frames_gt, render: str, device: str, train_frames=None,
+                real: bool = False, log=print):
+    """For each model: infer -> decode the output bag; then every model and the baselines (classical
+    LiDAR ones included) are scored together, as ``mv4d eval`` scores, and drawn. Returns a :class:`Section`."""
     import time
 
     import numpy as np
@@ -223,71 +254,80 @@ def run_dataset(name: str, in_bag, work, ckpt, model_cfg, frames_gt, method: str
     from mv4d_core.eval.scoring import headline, lidar_depth_target
     from mv4d_core.pipeline import infer_command
 
-    out_bag = work / "output_bag"
-    t = time.perf_counter()
-    rc = infer_command.run(_sub_args(infer_command, ["--checkpoint", str(ckpt), "--in", str(in_bag),
-                                                     "--out", str(out_bag), "--device", device]))
-    if rc != 0:
-        raise DemoError(f"`mv4d infer` failed on {in_bag} (exit {rc}); see its messages above")
-    log(f"[{name}] mv4d infer -> {out_bag} ({time.perf_counter() - t:.1f} s)")
-
-    grid = model_cfg.grid
-    frames = list(read_frames(out_bag))
-    if frames_gt is not None:
-        frames = _with_gt(frames, frames_gt)
-    outputs = read_outputs(out_bag, grid)
-    ev = evaluate_outputs(frames, outputs, grid, method, train_frames)
-    summary = ", ".join(f"{k} {v:.3f}" for k, v in headline(ev.results, method).items())
-    log(f"[{name}] evaluated {ev.frames} frame(s) from the output bag: {summary}")
-
+    decoded = []
+    frames = None
+    for m in models:
+        out_bag = work / m.file("output_bag", "")
+        t = time.perf_counter()
+        rc = infer_command.run(_sub_args(infer_command, ["--checkpoint", str(m.ckpt), "--in", str(in_bag),
+                                                         "--out", str(out_bag), "--device", device]))
+        if rc != 0:
+            raise DemoError(f"`mv4d infer` failed on {in_bag} with {m.method} (exit {rc}); see its messages above")
+        log(f"[{name}] mv4d infer ({m.method}) -> {out_bag} ({time.perf_counter() - t:.1f} s)")
+        if frames is None:
+            frames = list(read_frames(out_bag))
+            if frames_gt is not None:
+                frames = _with_gt(frames, frames_gt)
+        decoded.append((m, out_bag, read_outputs(out_bag, m.model_cfg.grid)))
+    grid = models[0].model_cfg.grid
+    ev = evaluate_outputs(frames, [(m.method, outs, m.model_cfg.grid) for m, _, outs in decoded], grid, train_frames)
     sec = Section(title=name, results={"from_output_bag": ev.results}, notes=list(ev.notes))
-    sec.intro = [label, f"input bag `{in_bag.relative_to(work.parent).as_posix()}`, output bag "
-                        f"`{out_bag.relative_to(work.parent).as_posix()}` (`ros2 bag play` it with config/mv4d.rviz)",
-                 f"{ev.frames} frame(s) evaluated; panels show frame {len(frames) // 2} "
-                 f"(stamp {_middle(frames).stamp_ns})",
-                 f"headline (model, from the output bag): {summary or 'no metric available'}; baselines in the tables"]
-    sec.metrics_md = ("# Scored from the output bag (what the node publishes: thresholded occupancy, published "
+    sec.intro = [m.label for m in models]
+    sec.intro.append(f"input bag `{in_bag.relative_to(work.parent).as_posix()}`, output bags "
+                     + ", ".join(f"`{b.relative_to(work.parent).as_posix()}`" for _, b, _ in decoded)
+                     + " (`ros2 bag play` them with config/mv4d.rviz)")
+    sec.intro.append(f"{ev.frames} frame(s) evaluated; panels show frame {len(frames) // 2} "
+                     f"(stamp {_middle(frames).stamp_ns})")
+    for m, _, _ in decoded:
+        summary = ", ".join(f"{k} {v:.3f}" for k, v in headline(ev.results, m.method).items())
+        log(f"[{name}] {m.method}, from the output bag: {summary}")
+        sec.intro.append(f"headline ({m.method}, from the output bag): {summary or 'no metric available'}")
+    sec.intro.append("baselines (classical LiDAR ones included) in the tables")
+    sec.metrics_md = ("# Scored from the output bags (what the node publishes: thresholded occupancy, published "
                       "flow and depth topics; `mv4d eval` scores the same way)\n\n"
                       + markdown_groups(ev.results, markdown_report))
 
     frame = _middle(frames)
-    out = outputs.for_frame(frame)
-    tag = "UNTRAINED — " if label == UNTRAINED_LABEL else ""
     ref = frame.gt.depth_m if frame.gt is not None and frame.gt.depth_m is not None else lidar_depth_target(frame)
-    png = panels.camera_depth_panel(frame, out.depth_m, work / "cameras_depth.png",
-                                    f"{tag}{name}: cameras and predicted depth", reference=ref,
-                                    reference_label="LiDAR depth (projected)" if real else "GT depth")
-    sec.images.append(("Cameras with predicted depth" + (" and projected LiDAR" if real else " and GT depth"), png))
     gt = frame.gt
-    png = panels.bev_occupancy_panel(out.occupied, None, grid, work / "bev_occupancy.png",
-                                     f"{tag}{name}: occupancy, bird's-eye view (x forward up)",
-                                     gt.occupancy if gt is not None else None,
-                                     gt.occupancy_grid if gt is not None else None)
-    sec.images.append(("BEV occupancy: prediction" + (" vs ground truth" if gt is not None else ""), png))
-    png = panels.flow_panel(out.occupied, out.flow_mps, grid, work / "flow_bev.png",
-                            f"{tag}{name}: scene flow, bird's-eye view (x forward up)",
-                            gt.occupancy if gt is not None else None, gt.voxel_flow_mps if gt is not None else None,
-                            gt.occupancy_grid if gt is not None else None)
-    sec.images.append(("BEV flow arrows: prediction" + (" vs ground truth" if gt is not None else ""), png))
-
-    ply = write_ply(work / "predicted_points.ply", out.points_xyz, out.points_rgb,
-                    comment=f"mv4d predicted point cloud, base_link, stamp {frame.stamp_ns}\n{label}")
-    sec.intro.append(f"predicted point cloud of that frame: `{ply.relative_to(work.parent).as_posix()}` "
-                     f"({len(out.points_xyz)} points, base_link)")
-    if render != "none":
-        t = time.perf_counter()
-        vox = grid.index_to_metric(np.argwhere(out.occupied))
-        vox_rgb = panels.height_rgb(vox[:, 2], grid) if len(vox) else np.zeros((0, 3), np.uint8)
-        res = render_points(work / "pointcloud_render.png",
-                            [(out.points_xyz, out.points_rgb, 4.0), (vox, vox_rgb, 3.0)],
-                            title=f"{tag}{name}: predicted points + occupied voxels", backend=render)
-        if res.note:
-            log(f"[{name}] NOTE: {res.note}")
-            sec.notes.append(res.note)
-        sec.images.append((f"Predicted point cloud (image colours) and occupied voxel centres (height colours), "
-                           f"rendered by {res.backend}", res.path))
-        log(f"[{name}] point-cloud render ({res.backend}) {time.perf_counter() - t:.1f} s")
-    else:
+    for m, _, outputs in decoded:
+        out = outputs.for_frame(frame)
+        tag = "UNTRAINED — " if m.label == UNTRAINED_LABEL else ""
+        who = f"{tag}{name}, {m.method}"
+        png = panels.camera_depth_panel(frame, out.depth_m, work / m.file("cameras_depth"),
+                                        f"{who}: cameras and predicted depth", reference=ref,
+                                        reference_label="LiDAR depth (projected)" if real else "GT depth")
+        sec.images.append((f"{m.method}: cameras with predicted depth"
+                           + (" and projected LiDAR" if real else " and GT depth"), png))
+        png = panels.bev_occupancy_panel(out.occupied, None, m.model_cfg.grid, work / m.file("bev_occupancy"),
+                                         f"{who}: occupancy, bird's-eye view (x forward up)",
+                                         gt.occupancy if gt is not None else None,
+                                         gt.occupancy_grid if gt is not None else None)
+        sec.images.append((f"{m.method}: BEV occupancy" + (" vs ground truth" if gt is not None else ""), png))
+        png = panels.flow_panel(out.occupied, out.flow_mps, m.model_cfg.grid, work / m.file("flow_bev"),
+                                f"{who}: scene flow, bird's-eye view (x forward up)",
+                                gt.occupancy if gt is not None else None,
+                                gt.voxel_flow_mps if gt is not None else None,
+                                gt.occupancy_grid if gt is not None else None)
+        sec.images.append((f"{m.method}: BEV flow arrows" + (" vs ground truth" if gt is not None else ""), png))
+        ply = write_ply(work / m.file("predicted_points", ".ply"), out.points_xyz, out.points_rgb,
+                        comment=f"mv4d predicted point cloud, base_link, stamp {frame.stamp_ns}\n{m.label}")
+        sec.intro.append(f"predicted point cloud of that frame ({m.method}): "
+                         f"`{ply.relative_to(work.parent).as_posix()}` ({len(out.points_xyz)} points, base_link)")
+        if render != "none":
+            t = time.perf_counter()
+            vox = m.model_cfg.grid.index_to_metric(np.argwhere(out.occupied))
+            vox_rgb = panels.height_rgb(vox[:, 2], m.model_cfg.grid) if len(vox) else np.zeros((0, 3), np.uint8)
+            res = render_points(work / m.file("pointcloud_render"),
+                                [(out.points_xyz, out.points_rgb, 4.0), (vox, vox_rgb, 3.0)],
+                                title=f"{who}: predicted points + occupied voxels", backend=render)
+            if res.note:
+                log(f"[{name}] NOTE: {res.note}")
+                sec.notes.append(res.note)
+            sec.images.append((f"{m.method}: predicted point cloud (image colours) and occupied voxel centres "
+                               f"(height colours), rendered by {res.backend}", res.path))
+            log(f"[{name}] point-cloud render ({res.backend}) {time.perf_counter() - t:.1f} s")
+    if render == "none":
         sec.notes.append("point-cloud render skipped (--render none)")
     return sec
 
@@ -337,6 +377,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"mv4d demo: {e}", file=sys.stderr)
         return 2
     method = "mv4d (untrained)" if label == UNTRAINED_LABEL else f"mv4d ({Path(ckpt).name})"
+    models = [DemoModel(ckpt, model_cfg, method, label)]
+    fusion = fusion_companion(args, ckpt, model_cfg)
+    if fusion is not None:
+        models.append(fusion)
+        log(f"mv4d demo: also running {fusion.method} (the LiDAR as an input) side by side")
     facts, warnings = ([], []) if label == UNTRAINED_LABEL else checkpoint_provenance(ckpt, args.seed, real_root)
     for w in warnings:
         log(f"mv4d demo: WARNING {w}")
@@ -360,8 +405,8 @@ def run(args: argparse.Namespace) -> int:
         gts = load_gt_sidecar(syn)
         # Fit the constant-depth baseline on a training seed, not on the evaluated drive.
         train_frames = generate_sequence(2, seed=0, size=size)
-        sec = run_dataset("synthetic", syn / "bag", syn, ckpt, model_cfg, gts, method, label,
-                          args.render, args.device, train_frames=train_frames, log=log)
+        sec = run_dataset("synthetic", syn / "bag", syn, models, gts, args.render, args.device,
+                          train_frames=train_frames, log=log)
         sec.intro.insert(0, f"procedural street, seed {args.seed}, {args.frames} frames at 10 Hz, "
                             f"{size} cameras (6), exact ground truth (`synthetic/gt.npz`)")
         sections.append(sec)
@@ -388,8 +433,8 @@ def run(args: argparse.Namespace) -> int:
                 raise DemoError(f"`mv4d convert nuscenes` failed on {real_root} (exit {rc})")
             log(f"[nuscenes] mv4d convert nuscenes: {scene}, {args.nuscenes_frames} keyframes -> {nus / 'input_bag'} "
                 f"({time.perf_counter() - t:.1f} s)")
-            sec = run_dataset("nuscenes", nus / "input_bag", nus, ckpt, model_cfg, None, method, label,
-                              args.render, args.device, real=True, log=log)
+            sec = run_dataset("nuscenes", nus / "input_bag", nus, models, None, args.render, args.device,
+                              real=True, log=log)
             sec.intro.insert(0, f"real nuScenes {real_version} scene {scene}, {args.nuscenes_frames} keyframes "
                                 f"(2 Hz), cameras resized to {args.nuscenes_image_size}; reference depth = LiDAR "
                                 "projected into the cameras (no occupancy / flow ground truth)")

@@ -37,24 +37,33 @@ def bag_prediction(out: BagOutputs, frame, grid: VoxelGridSpec) -> Prediction:
     return Prediction(depth_m=depth, occupied=out.occupied, flow_mps=out.flow_mps, grid=grid)
 
 
-def evaluate_outputs(frames: list, outputs: OutputsBag, grid: VoxelGridSpec, method: str,
+def evaluate_outputs(frames: list, outputs: list[tuple[str, OutputsBag, VoxelGridSpec]], grid: VoxelGridSpec,
                      constant_fit_frames: list | None = None) -> Evaluation:
-    """Score ``outputs`` on ``frames`` (in time order) as ``method``, next to the baselines.
-    ``constant_fit_frames``: frames to fit the constant-depth baseline on (default: the evaluation
-    frames, flagged in the notes)."""
+    """Score each ``(method, decoded output bag, its grid)`` of ``outputs`` on ``frames`` (in time order),
+    next to the baselines: the trivial ones and the classical LiDAR ones (current sweep, accumulated
+    sweeps, depth completion) where the frames have a LiDAR. A frame is scored when every method has
+    outputs for it. ``constant_fit_frames``: frames to fit the constant-depth baseline on (default: the
+    evaluation frames, flagged in the notes)."""
     from mv4d_core.eval.command import frame_interval_s
 
     # `mv4d infer` ran on every ring: score against them all (the held-out-ring protocol is `mv4d eval`'s)
     scorer = Scorer(heldout_rings=False)
-    scored = [(i, f) for i, f in enumerate(frames) if outputs.for_frame(f) is not None]
+    scored = [(i, f) for i, f in enumerate(frames) if all(o.for_frame(f) is not None for _, o, _ in outputs)]
     fit = constant_fit_frames if constant_fit_frames is not None else [f for _, f in scored]
     scorer.fit_constants(fit, fit_on_eval=constant_fit_frames is None)
     for i, frame in scored:
         dt = frame_interval_s(frames, i)
-        scorer.add(method, frame, bag_prediction(outputs.for_frame(frame), frame, grid), dt)
+        for method, bag, method_grid in outputs:
+            scorer.add(method, frame, bag_prediction(bag.for_frame(frame), frame, method_grid), dt)
         scorer.add_baselines(frame, grid, dt)
+        scorer.add_lidar_baselines(frame, frames[max(0, i - 4):i][::-1], grid, dt)
     notes = scorer.notes()
+    results = scorer.results()
+    if any("depth_lidar" in r for r in results.values()):
+        notes.append("depth vs projected LiDAR: the LiDAR methods (fusion weights, completions) received that very "
+                     "sweep, so it shows how well they keep their input; `mv4d eval` holds out every other ring "
+                     "for a fair comparison (depth_lidar_heldout_rings)")
     missing = len(frames) - len(scored)
     if missing:
-        notes.append(f"{missing} frame(s) had no outputs in the bag (skipped by `mv4d infer`) and were not scored")
-    return Evaluation(results=scorer.results(), notes=notes, frames=len(scored))
+        notes.append(f"{missing} frame(s) had no outputs in a bag (skipped by `mv4d infer`) and were not scored")
+    return Evaluation(results=results, notes=notes, frames=len(scored))

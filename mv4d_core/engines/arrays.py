@@ -76,4 +76,5 @@ def engine_outputs(named: dict[str, np.ndarray], fused_previous: bool) -> Engine
     flow = np.moveaxis(np.asarray(named["flow_mps"][0], np.float32), 0, -1)     # (3, X, Y, Z) -> (X, Y, Z, 3)
     return EngineOutputs(occupancy_prob=np.asarray(named["occupancy_prob"][0], np.float32),
                          flow_mps=np.ascontiguousarray(flow), depth_m=np.asarray(named["depth_m"][0], np.float32),
-                         fused_previous=bool(fused_previous))
+                         fused_previous=bool(fused_previous),
+                         motion_prob=np.asarray(named["motion_prob"][0], np.float32))

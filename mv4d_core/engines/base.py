@@ -81,6 +81,7 @@ class EngineOutputs:
 
     * ``occupancy_prob`` ``(X, Y, Z)`` float32 in [0, 1]
     * ``flow_mps`` ``(X, Y, Z, 3)`` float32 m/s along base_link axes
+    * ``motion_prob`` ``(X, Y, Z)`` float32 probability that the voxel content moves
     * ``depth_m`` ``(N, h / depth_stride, w / depth_stride)`` float32 optical-z metres
     * ``fused_previous``: whether the previous frame's state was fused into this result
     """
@@ -89,6 +90,7 @@ class EngineOutputs:
     flow_mps: np.ndarray
     depth_m: np.ndarray
     fused_previous: bool = False
+    motion_prob: np.ndarray | None = None
 
 
 class Engine(abc.ABC):

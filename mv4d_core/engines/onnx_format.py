@@ -14,7 +14,7 @@ from pathlib import Path
 from mv4d_core.engines.base import EngineError
 
 #: Bumped when the graph's inputs/outputs change meaning; engines refuse files of another version.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 META_PREFIX = "mv4d."
 
 

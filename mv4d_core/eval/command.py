@@ -28,7 +28,7 @@ HELP = "run an engine through the perception pipeline on recorded data and score
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="",
                         help="checkpoint (.pt, e.g. RUN_DIR/last.pt) or exported .onnx for --engine onnxruntime; "
-                             "default: the shipped weights")
+                             "default: the shipped LiDAR fusion weights (the camera-only ones when those are absent)")
     parser.add_argument("--engine", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--data", nargs="+", required=True, metavar="SRC",
@@ -127,12 +127,13 @@ def run(args: argparse.Namespace) -> int:
     from mv4d_core.engines import EngineError, create_engine
     from mv4d_core.eval.report import markdown_report
     from mv4d_core.pipeline import ConfigError, FrameError
+    from mv4d_core.utils.user_errors import user_error_message
 
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     try:
-        engine = create_engine(args.engine, args.checkpoint, args.device)
+        engine = create_engine(args.engine, args.checkpoint, args.device, lidar=True)
         engines = {"model": engine}
         camera_only = _camera_only_checkpoint(args)
         if camera_only is not None:
@@ -146,12 +147,19 @@ def run(args: argparse.Namespace) -> int:
         seqs = [s for s in seqs if s.frames]
         for s in seqs:
             s.frames = [select_cameras(f, args.cameras) for f in s.frames]
+        for name, e in engines.items():
+            n = e.spec.num_cameras
+            bad = [s for s in seqs if n is not None and s.frames[0].num_cameras != n]
+            if bad:
+                cams = list(bad[0].frames[0].camera_names)
+                raise ConfigError("camera_names", f"{[s.name for s in bad]} have {len(cams)} cameras {cams} but "
+                                                  f"the engine {e.spec.name!r} ({name}) takes {n}; pick {n} with "
+                                                  "--cameras")
         scorer, n_frames = evaluate(engines, seqs, args.frames)
-    except EngineError as e:
-        print(f"mv4d eval: {e.for_cli()}", file=sys.stderr)
-        return 2
-    except (ConfigError, FrameError, FileNotFoundError, ValueError) as e:
-        print(f"mv4d eval: {e}", file=sys.stderr)
+    except (EngineError, ConfigError, FrameError, FileNotFoundError, ValueError) as e:
+        # One line naming the cause (and the fix, see mv4d_core.utils.user_errors); bag, topic-map and
+        # rig errors reach the mv4d entry point, which prints them the same way.
+        print(f"mv4d eval: {user_error_message(e) or ' '.join(str(e).split())}", file=sys.stderr)
         return 2
     results = scorer.results()
     report = {"checkpoint": str(args.checkpoint), "engine": engine.spec.name, "data": list(args.data),
@@ -183,7 +191,7 @@ def _camera_only_checkpoint(args):
         return None
     if args.engine == "torch" and args.checkpoint and Path(args.checkpoint).resolve() == path.resolve():
         return None
-    if args.engine == "torch" and not args.checkpoint and default_checkpoint() == path:
+    if args.engine == "torch" and not args.checkpoint and default_checkpoint(lidar=True) == path:
         return None
     return path
 

@@ -1,14 +1,21 @@
-"""Scene flow on LiDAR-only data (the Argoverse 2 sample has sweeps and flow labels, no images).
+"""Scene flow on LiDAR-only data (the Argoverse 2 sample has two sweeps and flow labels, no images).
 
-The camera network cannot run without images, so what can be scored on such data is mv4d's
-*flow objective*: the label-free terms the training recipe uses for the flow head (truncated
-Chamfer after predicted + ego motion, the static-road prior, flow smoothness and sparsity), with
-the recipe's weights, fitted at test time to one sweep pair on the model's own flow
-representation (a ``(3, X, Y, Z)`` m/s volume on the voxel grid, sampled trilinearly). No labels
-are read by the fit; the labels only score it, next to the zero-flow baseline.
+Methods scored on a sweep pair, under the Argoverse 2 protocol (points within 50 m in x and y of the
+ego, ground removed; dynamic = AV2's flag, >= 0.5 m/s; foreground = inside a labelled object;
+Threeway EPE = mean of the foreground-dynamic, foreground-static and background EPEs):
 
-This says whether the self-supervised flow signal is right on real LiDAR (moving points get
-moved, static ones stay); it is not a score of a trained network.
+* ``model``: a fusion network run on its LiDAR branch alone (no cameras), sweep 1 as the current
+  sweep and sweep 0 as the previous one, so the motion between them is in its input; its published
+  flow (occupied voxels) at each sweep-0 point, moved into base_link 1, times the interval;
+* ``baseline: zero``; ``baseline: nearest_neighbour`` (each point to its nearest ego-compensated
+  point of sweep 1); ``baseline: cluster_icp`` (the flow teacher of training,
+  :func:`mv4d_core.geometry.scene_flow.cluster_rigid_flow`);
+* ``baseline: test_time_fit``: mv4d's label-free flow objective (truncated Chamfer after predicted +
+  ego motion, the static-road prior, flow smoothness and sparsity, with the recipe's weights)
+  optimised at test time on the pair, on the model's own flow representation (a ``(3, X, Y, Z)`` m/s
+  volume, sampled trilinearly).
+
+No method reads the labels; they only score.
 """
 
 from __future__ import annotations
@@ -96,10 +103,58 @@ def flow_at_points(volume: torch.Tensor, xyz: np.ndarray, grid: VoxelGridSpec, d
     return (sample_volume(volume[None].float(), pts[None], grid)[0] * float(dt_s)).numpy()
 
 
+AV2_RANGE_M = 50.0
+
+
+def threeway(pred_m: np.ndarray, gt_m: np.ndarray, dynamic: np.ndarray, foreground: np.ndarray,
+             valid: np.ndarray) -> dict:
+    """Threeway EPE (m) and its parts over the ``valid`` points: ``fd`` foreground dynamic, ``fs``
+    foreground static, ``bs`` background; ``threeway_epe`` their mean (NaN parts left out)."""
+    epe = np.linalg.norm(np.asarray(pred_m, np.float64) - np.asarray(gt_m, np.float64), axis=1)
+    parts = {"fd": valid & foreground & dynamic, "fs": valid & foreground & ~dynamic, "bs": valid & ~foreground}
+    out = {k: float(epe[m].mean()) if m.any() else float("nan") for k, m in parts.items()}
+    out.update({f"num_{k}": int(m.sum()) for k, m in parts.items()})
+    vals = [out[k] for k in ("fd", "fs", "bs") if np.isfinite(out[k])]
+    out["threeway_epe"] = float(np.mean(vals)) if vals else float("nan")
+    return out
+
+
+def network_flow(engine, xyz0: np.ndarray, intensity0, xyz1: np.ndarray, intensity1, T_world_0: np.ndarray,
+                 T_world_1: np.ndarray, stamp0: int, stamp1: int) -> np.ndarray:
+    """``(P, 3)`` displacement (base_link 0) of each sweep-0 point from a fusion engine run on its LiDAR
+    branch alone: current sweep 1, previous sweep 0 (see the module docstring)."""
+    from mv4d_core.engines import EngineInputs
+    from mv4d_core.eval.scoring import flow_at_points
+    from mv4d_core.geometry.transforms import invert_transform, transform_points
+    from mv4d_core.models.lidar_inputs import Sweep, build_lidar_inputs, lidar_origin
+
+    spec = engine.spec
+    if spec.lidar is None:
+        raise ValueError(f"engine {spec.name!r} has no LiDAR input: the network cannot run without cameras")
+    h, w = spec.image_hw
+    built = build_lidar_inputs(Sweep(xyz1, intensity1, T_world_1, stamp1), [Sweep(xyz0, intensity0, T_world_0, stamp0)],
+                               lidar_origin(None), np.zeros((0, 3, 3)), np.zeros((0, 4, 4)), (h, w), spec.lidar,
+                               spec.grid)
+    if built is None:
+        return np.zeros((len(xyz0), 3), np.float32)
+    engine.reset()
+    inputs = EngineInputs(np.zeros((0, 3, h, w), np.float32), np.zeros((0, 3, 3), np.float32),
+                          np.zeros((0, 4, 4), np.float32), None, *built)
+    out = engine.infer(inputs)
+    occupied = np.isfinite(out.occupancy_prob) & (out.occupancy_prob >= 0.5)
+    flow = np.where(occupied[..., None], out.flow_mps, 0.0)
+    T_1_0 = invert_transform(np.asarray(T_world_1, np.float64)) @ np.asarray(T_world_0, np.float64)
+    p_in1 = transform_points(T_1_0, np.asarray(xyz0, np.float64))
+    v1 = flow_at_points(flow, spec.grid, p_in1)                            # m/s along base_link 1 axes
+    dt = (stamp1 - stamp0) * 1e-9
+    return (v1.astype(np.float64) @ T_1_0[:3, :3] * dt).astype(np.float32)   # R^T v: base_link 0 axes
+
+
 def evaluate_av2_log(log_dir, grid: VoxelGridSpec, cfg: FlowFitConfig = FlowFitConfig(),
-                     progress: bool = False) -> dict:
-    """Fit + score the first sweep pair of one AV2 log. Returns ``{"results": {method: {"flow":
-    FlowMetrics.compute()}}, "fit": {...}}``; AV2's own ``dynamic`` flag splits the points."""
+                     progress: bool = False, engine=None) -> dict:
+    """Score every method of the module docstring on the first sweep pair of one AV2 log (``model``
+    only with ``engine``). Returns ``{"results": {method: {"threeway_epe", "fd", "fs", "bs", ...,
+    "flow": FlowMetrics.compute()}}, "fit": {...}}``."""
     from mv4d_core.data.argoverse2 import Av2Log
     from mv4d_core.eval.metrics import FlowMetrics
 
@@ -110,20 +165,34 @@ def evaluate_av2_log(log_dir, grid: VoxelGridSpec, cfg: FlowFitConfig = FlowFitC
     f0 = log.frame(t0)
     if f0.gt is None or f0.gt.point_flow_m is None:
         raise ValueError(f"{log_dir}: no flow_labels.feather to score against")
+    from mv4d_core.geometry.scene_flow import cluster_rigid_flow, nearest_neighbour_flow
+    from mv4d_core.geometry.transforms import transform_points
+
     labels = log.flow_labels()
-    xyz0, xyz1 = f0.lidar_xyz, log.sweep(t1).xyz
+    s1 = log.sweep(t1)
+    xyz0, xyz1 = f0.lidar_xyz, s1.xyz
     dt = (t1 - t0) * 1e-9
     vol, history = fit_flow_volume(xyz0, xyz1, labels.T_ego1_ego0, dt, grid, cfg, progress)
-    inside = grid.points_to_voxels(xyz0)[1]
     gt = f0.gt.point_flow_m
-    methods = {"label-free flow objective (test-time fit)": flow_at_points(vol, xyz0, grid, dt),
-               "baseline: zero": np.zeros_like(gt)}
+    xyz1_in0 = transform_points(np.linalg.inv(labels.T_ego1_ego0), xyz1.astype(np.float64))
+    methods = {}
+    if engine is not None:
+        methods["model"] = network_flow(engine, xyz0, f0.lidar_intensity, xyz1, s1.intensity, f0.T_world_base,
+                                        log.T_city_ego(t1), t0, t1)
+    methods.update({"baseline: zero": np.zeros_like(gt),
+                    "baseline: nearest_neighbour": nearest_neighbour_flow(xyz0, xyz1_in0),
+                    "baseline: cluster_icp": cluster_rigid_flow(xyz0, xyz1_in0),
+                    "baseline: test_time_fit": flow_at_points(vol, xyz0, grid, dt)})
+    protocol = (np.abs(xyz0[:, 0]) <= AV2_RANGE_M) & (np.abs(xyz0[:, 1]) <= AV2_RANGE_M) & ~labels.is_ground
+    foreground = labels.classes > 0
+    inside = grid.points_to_voxels(xyz0)[1]
     results = {}
     for name, pred in methods.items():
         m = FlowMetrics()
-        m.update(pred, gt, dynamic=labels.dynamic, valid=inside)
-        results[name] = {"flow": m.compute()}
+        m.update(pred, gt, dynamic=labels.dynamic, valid=protocol)
+        results[name] = {**threeway(pred, gt, labels.dynamic, foreground, protocol), "flow": m.compute()}
     return {"results": results,
             "fit": {"config": asdict(cfg), "loss_first": history[0], "loss_last": history[-1],
-                    "points_in_grid": int(inside.sum()), "points_total": int(len(xyz0)), "dt_s": dt,
-                    "log": log.log_id}}
+                    "points_in_grid": int(inside.sum()), "points_scored": int(protocol.sum()),
+                    "points_total": int(len(xyz0)), "dt_s": dt, "log": log.log_id,
+                    "grid_covers_m": [float(grid.range_min[0]), float(grid.range_max[0])]}}

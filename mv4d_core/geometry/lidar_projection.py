@@ -6,8 +6,12 @@ Depth is the optical z (the same quantity as ``GroundTruth.depth_m``), not the r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from mv4d_core.geometry.camera import project
 from mv4d_core.geometry.transforms import invert_transform, transform_points
@@ -22,9 +26,9 @@ class LidarProjection:
     * ``valid`` ``(N_cam, P)`` in front, inside the image and within ``[min_depth_m, max_depth_m]``.
     """
 
-    uv: np.ndarray | torch.Tensor
-    depth_m: np.ndarray | torch.Tensor
-    valid: np.ndarray | torch.Tensor
+    uv: "np.ndarray | torch.Tensor"
+    depth_m: "np.ndarray | torch.Tensor"
+    valid: "np.ndarray | torch.Tensor"
 
 
 def project_lidar_to_cameras(lidar_xyz_base, K, T_base_cam, width: int, height: int,

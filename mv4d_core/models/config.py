@@ -56,8 +56,17 @@ class LidarConfig:
     enabled: bool = False
     previous_sweeps: int = 1
     encoder_channels: int = 8
+    #: 3x3x3 conv layers of the LiDAR encoder (two see a displacement of a voxel or two between sweeps).
+    encoder_layers: int = 1
     depth_refine: bool = True
     refine_channels: int = 16
+    #: The depth head changes its base only within this many pixels of an input LiDAR pixel (0: everywhere):
+    #: where no LiDAR reaches (above its field of view, a dropped sector) nothing trains the change,
+    #: so the classical completion stands.
+    refine_support_px: int = 0
+    #: A voxel holding a return of the current sweep is published occupied (probability 1; the network's
+    #: elsewhere). A return is a surface: the network's probability there is only worth less.
+    hits_occupied: bool = False
     #: Clouds above this are subsampled (every k-th point) before pre-processing.
     max_points: int = 200_000
     #: Ray-cast free-space channel (costs most of the pre-processing time).

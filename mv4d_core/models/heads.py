@@ -26,6 +26,10 @@ from torch import nn
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 
 
+#: Speed (m/s) from which voxel content counts as moving (AV2's dynamic threshold: 0.05 m per 0.1 s).
+MOVING_SPEED_MPS = 0.5
+
+
 def norm3d(channels: int, groups: int = 8) -> nn.GroupNorm:
     g = max(1, min(groups, channels))
     while channels % g:
@@ -70,17 +74,22 @@ class VoxelHeads(nn.Module):
                              persistent=False)
 
     def forward(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        flow, motion = self._flow(feats)
         return {
             "sdf": self.sdf(feats)[:, 0] + self.sdf_prior,            # (B, X, Y, Z) m
             "rgb": torch.sigmoid(self.rgb(feats)),                    # (B, 3, X, Y, Z)
-            "flow_mps": self._flow(feats),                            # (B, 3, X, Y, Z)
+            "flow_mps": flow,                                         # (B, 3, X, Y, Z)
+            "motion_prob": motion,                                    # (B, X, Y, Z) in [0, 1]
         }
 
-    def _flow(self, feats: torch.Tensor) -> torch.Tensor:
+    def _flow(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(flow, probability that the voxel content moves): the gate's sigmoid, or without a gate
+        whether the speed reaches :data:`MOVING_SPEED_MPS`."""
         v = self.flow(feats)
         if self.flow_gate is None:
-            return v
-        return v * torch.sigmoid(self.flow_gate(feats))
+            return v, (v.norm(dim=1) >= MOVING_SPEED_MPS).to(v.dtype)
+        p = torch.sigmoid(self.flow_gate(feats))
+        return v * p, p[:, 0]
 
 
 def occupancy_logits_from_sdf(sdf: torch.Tensor, inv_s: torch.Tensor | float, margin_m: float = 0.0) -> torch.Tensor:

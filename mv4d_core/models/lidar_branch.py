@@ -19,10 +19,13 @@ from mv4d_core.models.heads import norm3d
 class LidarEncoder(nn.Module):
     """``(B, C_in, X, Y, Z)`` LiDAR volume -> ``(B, C, X, Y, Z)`` features (zero where ``lidar_valid`` is 0)."""
 
-    def __init__(self, in_channels: int, channels: int) -> None:
+    def __init__(self, in_channels: int, channels: int, layers: int = 1) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Conv3d(in_channels, channels, 3, 1, 1, bias=False), norm3d(channels),
-                                 nn.ReLU(inplace=True))
+        mods: list[nn.Module] = []
+        for i in range(layers):
+            mods += [nn.Conv3d(in_channels if i == 0 else channels, channels, 3, 1, 1, bias=False), norm3d(channels),
+                     nn.ReLU(inplace=True)]
+        self.net = nn.Sequential(*mods)
 
     def forward(self, volume: torch.Tensor, lidar_valid: torch.Tensor) -> torch.Tensor:
         return self.net(volume) * lidar_valid.to(volume.dtype).reshape(-1, 1, 1, 1, 1)
@@ -38,12 +41,14 @@ class DepthRefiner(nn.Module):
 
     The output is ``exp(base + residual)`` with ``base`` the log of the completion where it has a
     value and of the camera depth elsewhere; the last conv starts at zero, so an untrained head
-    publishes the completion (or the camera depth without LiDAR)."""
+    publishes the completion (or the camera depth without LiDAR). With ``support_px`` > 0 the residual
+    is zero farther than that from every input LiDAR pixel (a max-pool of the validity)."""
 
-    def __init__(self, channels: int, groups: int = 4, max_depth_m: float = 100.0) -> None:
+    def __init__(self, channels: int, groups: int = 4, max_depth_m: float = 100.0, support_px: int = 0) -> None:
         super().__init__()
         c, c2 = channels, channels + channels // 2
         self.max_depth_m = max_depth_m
+        self.support_px = support_px
         self.stem = nn.Sequential(nn.Conv2d(8, c, 3, 1, 1, bias=False), norm2d(c, groups), nn.ReLU(inplace=True))
         self.down = nn.Sequential(nn.Conv2d(c, c2, 3, 2, 1, bias=False), norm2d(c2, groups), nn.ReLU(inplace=True),
                                   nn.Conv2d(c2, c2, 3, 1, 1, bias=False), norm2d(c2, groups), nn.ReLU(inplace=True))
@@ -53,9 +58,11 @@ class DepthRefiner(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, images: torch.Tensor, lidar_depth: torch.Tensor, camera_depth_m: torch.Tensor,
-                lidar_valid: torch.Tensor) -> torch.Tensor:
+                lidar_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``images`` (B, N, 3, H, W), ``lidar_depth`` (B, N, 3, H, W), ``camera_depth_m`` (B, N, h4, w4),
-        ``lidar_valid`` (B,) -> ``(B, N, H, W)`` metres."""
+        ``lidar_valid`` (B,) -> ``(depth (B, N, H, W) m, log-depth residual (B, N, H, W))``; the residual
+        is what the head changed of its base (a training loss keeps it at zero where nothing says
+        otherwise)."""
         B, N, _, H, W = images.shape
         gate = lidar_valid.to(images.dtype).reshape(B, 1, 1, 1, 1)
         ld = lidar_depth * gate
@@ -69,5 +76,11 @@ class DepthRefiner(nn.Module):
         f1 = self.stem(x)
         f2 = self.down(f1)
         f = self.up(torch.cat([f1, F.interpolate(f2, size=(H, W), mode="bilinear", align_corners=False)], 1))
-        log_d = base.reshape(B * N, 1, H, W) + self.out(f)
-        return torch.exp(log_d).clamp(max=self.max_depth_m).reshape(B, N, H, W)
+        residual = self.out(f)
+        if self.support_px > 0:
+            k, r = 2 * self.support_px + 1, self.support_px
+            # a k x k max is a k x 1 max of a 1 x k max: a third of the time of the square window on CPU
+            support = F.max_pool2d(F.max_pool2d(valid.reshape(B * N, 1, H, W), (1, k), 1, (0, r)), (k, 1), 1, (r, 0))
+            residual = residual * support
+        log_d = base.reshape(B * N, 1, H, W) + residual
+        return (torch.exp(log_d).clamp(max=self.max_depth_m).reshape(B, N, H, W), residual.reshape(B, N, H, W))

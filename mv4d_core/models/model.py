@@ -39,9 +39,10 @@ class MV4DModel(nn.Module):
         self.lift = LSSLift(cfg.grid, cfg.depth, cfg.feature_stride)
         self.temporal = TemporalFusion(cfg.volume_channels, cfg.grid) if cfg.temporal else None
         lc = cfg.lidar
-        self.lidar_encoder = (LidarEncoder(volume_channels(lc.previous_sweeps), lc.encoder_channels)
+        self.lidar_encoder = (LidarEncoder(volume_channels(lc.previous_sweeps), lc.encoder_channels, lc.encoder_layers)
                               if lc.enabled else None)
-        self.depth_refiner = DepthRefiner(lc.refine_channels) if lc.enabled and lc.depth_refine else None
+        self.depth_refiner = (DepthRefiner(lc.refine_channels, support_px=lc.refine_support_px)
+                              if lc.enabled and lc.depth_refine else None)
         neck_in = cfg.volume_channels + (lc.encoder_channels if lc.enabled else 0)
         self.neck3d = Neck3D(neck_in, cfg.head_channels, cfg.neck3d_layers)
         self.heads = VoxelHeads(cfg.head_channels, cfg.grid, cfg.ground_z_m, cfg.flow_gate)
@@ -64,7 +65,7 @@ class MV4DModel(nn.Module):
         logits8, context, logits4 = self.depth_net(feat8, skip4)
         depth_prob, depth_m = depth_distributions(logits8, logits4, self.depth_bins_m, B, N)
         h8, w8 = logits8.shape[-2:]
-        return depth_prob, context.reshape(B, N, -1, h8, w8), depth_m
+        return depth_prob, context.reshape(B, N, context.shape[1], h8, w8), depth_m
 
     def fuse_previous(self, volume: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
         """Temporal fusion of the ego-warped previous volume (zeros with ``prev_valid = 0`` when the
@@ -104,17 +105,25 @@ class MV4DModel(nn.Module):
         depth_prob, context, depth_m = self.encode(inputs.images)
         volume = self.lift(depth_prob, context, inputs.intrinsics, inputs.T_base_cam)
         fused = self.fuse_previous(volume, inputs)
+        residual = hits = None
         if self.lidar_encoder is not None:
             lidar_volume, lidar_depth, lidar_valid = self.lidar_inputs(inputs)
             fused = torch.cat([fused, self.lidar_encoder(lidar_volume, lidar_valid)], 1)
+            if cfg.lidar.hits_occupied:
+                # channel 0 = log(1 + returns of the current sweep) per voxel
+                hits = (lidar_volume[:, 0] > 0).to(lidar_volume.dtype) * lidar_valid.to(lidar_volume.dtype).reshape(-1, 1, 1, 1)
             if self.depth_refiner is not None:
-                depth_m = self.depth_refiner(inputs.images, lidar_depth, depth_m, lidar_valid)
+                depth_m, residual = self.depth_refiner(inputs.images, lidar_depth, depth_m, lidar_valid)
         heads, inv_s = self.decode(fused)
         sdf = heads["sdf"]
+        occupancy = occupancy_from_sdf(sdf, inv_s, cfg.occupancy_margin_m)
+        if hits is not None:
+            occupancy = torch.maximum(occupancy, hits)
         return ModelOutputs(
-            sdf=sdf, occupancy_prob=occupancy_from_sdf(sdf, inv_s, cfg.occupancy_margin_m),
-            flow_mps=heads["flow_mps"], rgb=heads["rgb"], depth_m=depth_m,
-            field=torch.cat([sdf.unsqueeze(1), heads["rgb"]], 1), state_volume=volume, inv_s=inv_s, grid=cfg.grid)
+            sdf=sdf, occupancy_prob=occupancy,
+            flow_mps=heads["flow_mps"], motion_prob=heads["motion_prob"], rgb=heads["rgb"], depth_m=depth_m,
+            field=torch.cat([sdf.unsqueeze(1), heads["rgb"]], 1), state_volume=volume, inv_s=inv_s, grid=cfg.grid,
+            depth_residual=residual)
 
 
 def build_model(cfg: ModelConfig | str = "tiny") -> MV4DModel:

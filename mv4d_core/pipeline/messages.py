@@ -41,7 +41,7 @@ def output_messages(arrays, out, stamp_ns: int, base_frame: str, camera_meta: Se
     camera, in ``out.camera_names`` order: depth images keep their camera's frame and stamp."""
     f = factory
     msgs: list[tuple[str, object]] = []
-    for name in ("occupancy", "points", "flow"):
+    for name in ("occupancy", "points", "flow", "moving"):
         cloud = getattr(arrays, name)
         if cloud is not None:
             msgs.append((name, array_to_pointcloud2(cloud, stamp_ns, base_frame, factory=f)))

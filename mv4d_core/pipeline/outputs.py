@@ -20,7 +20,8 @@ class PerceptionOutputs:
       resolution, ``T_base_cam`` (N, 4, 4), ``camera_names``.
     * ``points_xyz`` (P, 3) float32 base_link metres unprojected from ``depth_m``, ``points_rgb`` (P, 3) uint8,
       ``points_camera`` (P,) int16 camera index.
-    * ``flow_mps`` (X, Y, Z, 3) float32 m/s along base_link axes.
+    * ``flow_mps`` (X, Y, Z, 3) float32 m/s along base_link axes; ``motion_prob`` (X, Y, Z) float32
+      probability that the voxel content moves.
     """
 
     stamp_ns: int
@@ -36,3 +37,4 @@ class PerceptionOutputs:
     points_rgb: np.ndarray
     points_camera: np.ndarray
     flow_mps: np.ndarray
+    motion_prob: np.ndarray | None = None

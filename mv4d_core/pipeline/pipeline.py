@@ -33,12 +33,14 @@ import numpy as np
 from mv4d_core.data.frame import FrameRecord
 from mv4d_core.engines import Engine, EngineInputs, EngineOutputs
 from mv4d_core.geometry.camera import PinholeCamera
+from mv4d_core.models.heads import MOVING_SPEED_MPS
 from mv4d_core.models.inputs import relative_pose, resize_cameras, resize_image
 from mv4d_core.models.lidar_inputs import LidarStats, Sweep, build_lidar_inputs, lidar_origin
 from mv4d_core.pipeline.config import ConfigError, PerceptionConfig
 from mv4d_core.pipeline.outputs import PerceptionOutputs
 from mv4d_core.pipeline.postprocess import (BevGrid, CubeList, backproject_depth, bev_grid, depth_image,
-                                            flow_points, marker_cubes, occupied_voxels, points_cloud)
+                                            flow_points, marker_cubes, moving_voxels, occupied_voxels, points_cloud,
+                                            velocity_arrows)
 from mv4d_core.pipeline.stamps import CLOCK_JUMP_BACK, LATE, classify_stamp
 
 
@@ -167,7 +169,8 @@ class PerceptionPipeline:
             stamp_ns=int(frame.stamp_ns), frame_id=cfg.base_frame, grid=grid, occupancy_prob=prob,
             occupied=occupied, camera_names=list(frame.camera_names), depth_m=depth,
             depth_intrinsics=Kd, T_base_cam=np.asarray(frame.T_base_cam, np.float64), points_xyz=xyz,
-            points_rgb=rgb, points_camera=cam, flow_mps=np.asarray(out.flow_mps, np.float32))
+            points_rgb=rgb, points_camera=cam, flow_mps=np.asarray(out.flow_mps, np.float32),
+            motion_prob=None if out.motion_prob is None else np.asarray(out.motion_prob, np.float32))
 
     def process(self, frame: FrameRecord, pose_known: bool = True) -> PerceptionOutputs:
         """Run one frame. Raises :class:`FrameError` for frames that do not fit (nothing is changed then).
@@ -216,7 +219,8 @@ class OutputArrays:
 
     ``occupancy`` / ``points`` / ``flow``: structured PointCloud2 arrays (see postprocess.py);
     ``depth``: camera name -> ``(h, w)`` float32 32FC1 image; ``bev``: OccupancyGrid data;
-    ``markers``: capped cube lists (publish after a DELETEALL).
+    ``markers``: capped cube lists (publish after a DELETEALL); ``moving``: :data:`MOVING_DTYPE` voxels;
+    ``arrows``: ``(K, 2, 3)`` start/end of capped velocity arrows (with ``markers``).
     """
 
     occupancy: np.ndarray | None = None
@@ -225,9 +229,19 @@ class OutputArrays:
     depth: dict[str, np.ndarray] | None = None
     bev: BevGrid | None = None
     markers: list[CubeList] | None = None
+    moving: np.ndarray | None = None
+    arrows: np.ndarray | None = None
 
 
-OUTPUT_KINDS = ("occupancy", "points", "flow", "depth", "bev", "markers")
+OUTPUT_KINDS = ("occupancy", "points", "flow", "moving", "depth", "bev", "markers")
+
+
+def moving_probability(out: PerceptionOutputs) -> np.ndarray:
+    """The model's motion probability, or for a model without one whether the speed reaches
+    :data:`~mv4d_core.models.heads.MOVING_SPEED_MPS` (0 or 1)."""
+    if out.motion_prob is not None:
+        return out.motion_prob
+    return (np.linalg.norm(out.flow_mps, axis=-1) >= MOVING_SPEED_MPS).astype(np.float32)
 
 
 def output_arrays(out: PerceptionOutputs, config: PerceptionConfig,
@@ -251,6 +265,14 @@ def output_arrays(out: PerceptionOutputs, config: PerceptionConfig,
         res.points = points_cloud(out.points_xyz, out.points_rgb)
     if "flow" in want:
         res.flow = flow_points(prob, out.flow_mps, out.grid, thr, config.flow.min_speed_mps)
+    if "moving" in want or "markers" in want:
+        fc = config.flow
+        moving = moving_voxels(prob, out.flow_mps, moving_probability(out), out.grid, thr, fc.moving_min_speed_mps,
+                               fc.moving_min_prob)
+        if "moving" in want:
+            res.moving = moving
+        if "markers" in want:
+            res.arrows = velocity_arrows(moving, fc.max_arrows, fc.arrow_horizon_s)
     if "depth" in want:
         res.depth = {name: depth_image(out.depth_m[i]) for i, name in enumerate(out.camera_names)}
     if "bev" in want:

@@ -7,6 +7,8 @@ structured arrays whose field names, dtypes and offsets are the PointCloud2 layo
 * :data:`POINTS_DTYPE` ``x, y, z, rgb`` float32, ``rgb`` = packed ``0x00RRGGBB`` read as float32
   (the PCL/RViz "RGB8" convention)
 * :data:`FLOW_DTYPE` ``x, y, z, vx, vy, vz`` float32 (m, m/s)
+* :data:`MOVING_DTYPE` ``x, y, z, vx, vy, vz, moving_prob`` float32: the voxels a planner should treat
+  as moving objects
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ POINTS_DTYPE = np.dtype({"names": ["x", "y", "z", "rgb"], "formats": ["<f4"] * 4
                          "offsets": [0, 4, 8, 12], "itemsize": 16})
 FLOW_DTYPE = np.dtype({"names": ["x", "y", "z", "vx", "vy", "vz"], "formats": ["<f4"] * 6,
                        "offsets": [0, 4, 8, 12, 16, 20], "itemsize": 24})
+MOVING_DTYPE = np.dtype({"names": ["x", "y", "z", "vx", "vy", "vz", "moving_prob"], "formats": ["<f4"] * 7,
+                         "offsets": [0, 4, 8, 12, 16, 20, 24], "itemsize": 28})
 
 
 def _check_volume(name: str, a: np.ndarray, grid: VoxelGridSpec, trailing: tuple[int, ...] = ()) -> np.ndarray:
@@ -56,14 +60,47 @@ def flow_points(occupancy_prob: np.ndarray, flow_mps: np.ndarray, grid: VoxelGri
     keep = np.isfinite(prob) & (prob >= threshold) & np.all(np.isfinite(flow), axis=-1)
     if min_speed_mps > 0:
         keep &= np.linalg.norm(flow, axis=-1) >= min_speed_mps
-    idx = np.argwhere(keep)
-    out = np.zeros(len(idx), FLOW_DTYPE)
-    xyz = grid.index_to_metric(idx).astype(np.float32)
+    return _voxel_velocities(keep, flow, grid, FLOW_DTYPE)
+
+
+def _voxel_velocities(keep: np.ndarray, flow: np.ndarray, grid: VoxelGridSpec, dtype: np.dtype) -> np.ndarray:
+    """The ``keep`` voxels' centres and velocities as a ``dtype`` record array (other fields zero)."""
+    out = np.zeros(int(keep.sum()), dtype)
+    xyz = grid.index_to_metric(np.argwhere(keep)).astype(np.float32)
     v = flow[keep].astype(np.float32)
     for k, name in enumerate(("x", "y", "z")):
         out[name] = xyz[:, k]
         out["v" + name] = v[:, k]
     return out
+
+
+def moving_voxels(occupancy_prob: np.ndarray, flow_mps: np.ndarray, motion_prob: np.ndarray, grid: VoxelGridSpec,
+                  threshold: float, min_speed_mps: float, min_motion_prob: float = 0.5) -> np.ndarray:
+    """Occupied voxels whose content moves (``motion_prob >= min_motion_prob`` and speed at least
+    ``min_speed_mps``) with their velocity and motion probability, as :data:`MOVING_DTYPE` ``(M,)``."""
+    prob = _check_volume("occupancy_prob", occupancy_prob, grid)
+    flow = _check_volume("flow_mps", flow_mps, grid, (3,))
+    motion = _check_volume("motion_prob", motion_prob, grid)
+    speed = np.linalg.norm(flow, axis=-1)
+    keep = (np.isfinite(prob) & (prob >= threshold) & np.isfinite(speed) & (speed >= min_speed_mps)
+            & np.isfinite(motion) & (motion >= min_motion_prob))
+    out = _voxel_velocities(keep, flow, grid, MOVING_DTYPE)
+    out["moving_prob"] = motion[keep].astype(np.float32)
+    return out
+
+
+def velocity_arrows(moving: np.ndarray, max_arrows: int, horizon_s: float = 1.0) -> np.ndarray:
+    """``(K, 2, 3)`` float32 start/end points of velocity arrows for the :data:`MOVING_DTYPE` voxels:
+    where each moves in ``horizon_s``; at most ``max_arrows`` (the fastest kept)."""
+    if max_arrows < 1:
+        raise ValueError(f"max_arrows must be >= 1, got {max_arrows}")
+    m = moving
+    if len(m) > max_arrows:
+        speed = np.sqrt(m["vx"] ** 2 + m["vy"] ** 2 + m["vz"] ** 2)
+        m = m[np.sort(np.argsort(-speed, kind="stable")[:max_arrows])]
+    start = np.stack([m["x"], m["y"], m["z"]], -1)
+    end = start + horizon_s * np.stack([m["vx"], m["vy"], m["vz"]], -1)
+    return np.stack([start, end], 1).astype(np.float32)
 
 
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:

@@ -95,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
 
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     t0 = time.perf_counter()
-    dataset = build_dataset(cfg, progress=is_main and not args.no_progress)
+    try:
+        dataset = build_dataset(cfg, progress=is_main and not args.no_progress)
+    except ValueError as e:          # no triplet, no ego pose, a bad slice: the data cannot train
+        print(f"mv4d train: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     if is_main:
         print(f"{len(dataset)} training samples prepared in {time.perf_counter() - t0:.1f} s")
     torch.manual_seed(cfg.trainer.seed)  # identical initial weights on every rank

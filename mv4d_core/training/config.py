@@ -76,9 +76,14 @@ class DataConfig:
     nuscenes_scenes: list[str] | None = None
     frames: str | None = None
     occupancy_sweeps: int = 2
+    #: Folder for cached pre-computations (flow-teacher pseudo-labels), relative to the working directory.
+    cache_dir: str = "runs/cache"
     #: Thickness prior of the occupancy labels: UNKNOWN voxels up to this far behind a LiDAR return
     #: along its ray are labelled occupied (a surface is the face of a solid); 0 = off.
     occupancy_solid_behind_m: float = 0.0
+    #: Sweep pairs further apart than this get no flow supervision (Chamfer, flow teacher): at nuScenes'
+    #: 2 Hz keyframes the ego moves ~3 m between sweeps and static structure finds false matches.
+    flow_pair_max_dt_s: float = 0.2
     lidar_min_depth_m: float = 1.0
     lidar_max_depth_m: float = 80.0
 
@@ -89,6 +94,8 @@ class DataConfig:
             raise ValueError(f"data.synth_frames must be >= 3 for (t-1, t, t+1) triplets, got {self.synth_frames}")
         if self.occupancy_sweeps < 0:
             raise ValueError(f"data.occupancy_sweeps must be >= 0, got {self.occupancy_sweeps}")
+        if self.flow_pair_max_dt_s <= 0:
+            raise ValueError(f"data.flow_pair_max_dt_s must be > 0, got {self.flow_pair_max_dt_s}")
 
 
 @dataclass
@@ -137,6 +144,9 @@ class ExtraLossConfig:
       pixels, so real-data depth does not depend only on the render -> head distillation; fusion
       models read it at the pixels of the full sweep while their input lost some (masked LiDAR
       modelling), so it teaches completion.
+    * ``flow_distill``: the cluster-ICP flow teacher's pseudo-labels (computed over the training
+      sweeps, cached under ``data.cache_dir``) distilled into the flow head (ZeroFlow's recipe; see
+      :mod:`mv4d_core.losses.flow_distill`), moving points weighted ``flow_distill_moving_weight``.
     * ``flow_ground_static``: LiDAR returns at or below ``chamfer_ground_z_m`` are road surface,
       which does not move: mean squared predicted displacement ``|v(p) dt|^2`` (m^2; see
       :class:`~mv4d_core.losses.flow_chamfer.GroundStaticFlowLoss` for why squared). The Chamfer term drops ground points (a flat road matches itself under any
@@ -152,12 +162,18 @@ class ExtraLossConfig:
     lidar_depth_head: float = 0.0
     #: The depth-head term as a relative error ``|d - d*| / d*`` (the AbsRel of the LiDAR pixels).
     lidar_depth_head_relative: bool = False
+    #: Mean |log-depth residual| of the LiDAR-guided depth head: where no LiDAR pixel supervises it (above the
+    #: LiDAR's field of view) the head keeps the classical completion instead of drifting.
+    depth_residual: float = 0.0
+    #: Distillation of the flow teacher's pseudo-labels (:mod:`mv4d_core.losses.flow_distill`).
+    flow_distill: float = 0.0
+    flow_distill_moving_weight: float = 10.0
     chamfer_points: int = 2048
     chamfer_truncate_m: float = 2.0
     chamfer_ground_z_m: float = 0.3
 
     def validate(self) -> None:
-        for name in ("flow_chamfer", "flow_ground_static", "lidar_depth_head"):
+        for name in ("flow_chamfer", "flow_ground_static", "lidar_depth_head", "flow_distill", "depth_residual"):
             if getattr(self, name) < 0:
                 raise ValueError(f"extra_losses.{name} must be >= 0, got {getattr(self, name)}")
 

@@ -79,6 +79,8 @@ class TrainSample:
     * ``ground_points`` (G, 3) current-frame ground returns (base_link t, at or below the ground
       height) for the static-ground flow prior, or None.
     * ``index``, ``name``: provenance.
+    * ``flow_teacher_points`` (M, 3) / ``flow_teacher_m`` (M, 3): frame-t points and the flow
+      teacher's displacement to t+1 (base_link t), or None (:mod:`mv4d_core.training.flow_teacher`).
     """
 
     frames: tuple[CachedFrame, CachedFrame, CachedFrame]
@@ -89,6 +91,8 @@ class TrainSample:
     index: int
     name: str
     ground_points: np.ndarray | None = None
+    flow_teacher_points: np.ndarray | None = None
+    flow_teacher_m: np.ndarray | None = None
 
 
 def cache_frame(frame: FrameRecord, cfg: ModelConfig, lidar_min_depth_m: float = 1.0,
@@ -137,12 +141,15 @@ class TripletDataset(Dataset):
         with_occupancy / with_chamfer / with_ground: skip those precomputations when their losses are off.
         occupancy_solid_behind_m: thickness prior of the occupancy labels (see
             :func:`~mv4d_core.losses.occupancy_focal.occupancy_labels_from_points`; 0 = off).
+        with_flow_teacher: compute (or read from ``cache_dir``) the flow teacher's pseudo-labels.
+        flow_pair_max_dt_s: frames ``t`` and ``t+1`` further apart get no Chamfer points and no teacher labels.
     """
 
     def __init__(self, sequences: Seq[Sequence], cfg: ModelConfig, occupancy_sweeps: int = 2,
                  chamfer_points: int = 2048, chamfer_ground_z_m: float = 0.3, lidar_min_depth_m: float = 1.0,
                  lidar_max_depth_m: float = 80.0, with_occupancy: bool = True, with_chamfer: bool = True,
-                 progress: bool = True, with_ground: bool = False, occupancy_solid_behind_m: float = 0.0):
+                 progress: bool = True, with_ground: bool = False, occupancy_solid_behind_m: float = 0.0,
+                 with_flow_teacher: bool = False, cache_dir: str | None = None, flow_pair_max_dt_s: float = 0.2):
         from mv4d_core.losses.occupancy_focal import fused_occupancy_labels
 
         self.cfg = cfg
@@ -176,7 +183,8 @@ class TripletDataset(Dataset):
                                              origins_base=seq.lidar_origin_base, ground_z_m=cfg.ground_z_m,
                                              solid_behind_m=occupancy_solid_behind_m)
             T_next_cur = invert_transform(fr[t + 1].T_world_base) @ fr[t].T_world_base
-            if with_chamfer and has_lidar:
+            flow_pair = has_lidar and abs(fr[t + 1].stamp_ns - fr[t].stamp_ns) * 1e-9 <= flow_pair_max_dt_s
+            if with_chamfer and flow_pair:
                 rng = np.random.default_rng(idx)  # deterministic per sample
                 src = select_chamfer_points(fr[t].lidar_xyz, cfg.grid, chamfer_ground_z_m, chamfer_points, rng)
                 # denser targets than sources, so a moved source point finds its true neighbour
@@ -185,8 +193,14 @@ class TripletDataset(Dataset):
                 # own stream, so switching the prior on or off leaves the Chamfer subsets unchanged
                 g_rng = np.random.default_rng([idx, 1])
                 ground = select_ground_points(fr[t].lidar_xyz, cfg.grid, chamfer_ground_z_m, chamfer_points, g_rng)
+            t_pts = t_disp = None
+            if with_flow_teacher and flow_pair:
+                from mv4d_core.training.flow_teacher import teacher_labels
+
+                t_pts, t_disp = teacher_labels(fr[t].lidar_xyz, fr[t + 1].lidar_xyz, fr[t].T_world_base,
+                                               fr[t + 1].T_world_base, cfg.grid, cache_dir=cache_dir)
             self.samples.append(TrainSample(trip, occ, src, dst, T_next_cur.astype(np.float64), idx,
-                                            f"{seq.name}[{t}]", ground))
+                                            f"{seq.name}[{t}]", ground, t_pts, t_disp))
             if bar is not None:
                 bar.update(1)
         if bar is not None:
@@ -203,11 +217,21 @@ def build_dataset(train_cfg, progress: bool = True) -> TripletDataset:
     """Load the sources of ``train_cfg.data`` and precompute their samples for ``train_cfg.model``."""
     m, d, x = train_cfg.model, train_cfg.data, train_cfg.extra_losses
     seqs = load_sequences(d, image_size=(m.image_width, m.image_height))
+    for s in seqs:
+        posed = [bool(np.all(np.isfinite(f.T_world_base))) for f in s.frames]
+        if not all(posed):
+            # The losses compare each frame with its neighbours through the ego motion: without a pose
+            # there is nothing to compare.
+            raise ValueError(f"{s.name}: {posed.count(False)} of {len(posed)} frames have no ego pose (no /tf "
+                             "world->base or odometry at their stamps); training needs one: pass a topic map "
+                             "naming the world frame or the odometry topic (data.topic_map)")
     return TripletDataset(seqs, m, d.occupancy_sweeps, x.chamfer_points, x.chamfer_ground_z_m,
                           d.lidar_min_depth_m, d.lidar_max_depth_m,
                           with_occupancy=train_cfg.losses.occupancy_focal > 0,
                           with_chamfer=x.flow_chamfer > 0, progress=progress,
-                          with_ground=x.flow_ground_static > 0, occupancy_solid_behind_m=d.occupancy_solid_behind_m)
+                          with_ground=x.flow_ground_static > 0, occupancy_solid_behind_m=d.occupancy_solid_behind_m,
+                          flow_pair_max_dt_s=d.flow_pair_max_dt_s,
+                          with_flow_teacher=x.flow_distill > 0, cache_dir=d.cache_dir)
 
 
 def collate_samples(batch: list[TrainSample]) -> list[TrainSample]:

@@ -33,6 +33,8 @@ from mv4d_core.models.heads import occupancy_logits_from_sdf
 from mv4d_core.models.inputs import ModelInputs
 from mv4d_core.render import lattice_rays, rays_from_cameras, render_rays, sample_volume
 from mv4d_core.losses.flow_chamfer import ChamferFlowLoss, GroundStaticFlowLoss
+from mv4d_core.losses.flow_distill import FlowDistillationLoss
+from mv4d_core.losses.regularizers import SparsityLoss
 from mv4d_core.training.trainer import StepResult
 
 
@@ -68,6 +70,11 @@ class SelfSupervisedStep:
             losses["flow_chamfer"] = ChamferFlowLoss(x.flow_chamfer, grid=grid, truncate_m=x.chamfer_truncate_m)
         if x.flow_ground_static > 0:
             losses["flow_ground_static"] = GroundStaticFlowLoss(x.flow_ground_static, grid=grid)
+        if x.depth_residual > 0:
+            losses["depth_residual"] = SparsityLoss(x.depth_residual, reads={"x": "depth_residual"})
+        if x.flow_distill > 0:
+            losses["flow_distill"] = FlowDistillationLoss(x.flow_distill, grid=grid,
+                                                          moving_weight=x.flow_distill_moving_weight)
         if x.lidar_depth_head > 0:
             losses["lidar_depth_head"] = LidarDepthLoss(
                 x.lidar_depth_head, reads={"pred_depth_m": "lidar_head_depth_m", "target_depth_m": "lidar_head_target_m",
@@ -146,7 +153,7 @@ class SelfSupervisedStep:
             "adj_dt_s": torch.tensor([dt_prev.mean(), dt_next.mean()], dtype=torch.float32, device=dev),
             "ray_rgb_rendered": lat(r.rgb, 3), "ray_depth_m": lat(r.depth_m), "ray_depth_head_m": ray_head[..., 0],
             "occupancy_logits": occupancy_logits_from_sdf(out.sdf, out.inv_s, mcfg.occupancy_margin_m),
-            "sdf": out.sdf, "flow_mps": out.flow_mps,
+            "sdf": out.sdf, "flow_mps": out.flow_mps, "depth_residual": out.depth_residual,
             "T_next_cur": T_next_cur, "next_dt_s": torch.from_numpy(dt_next).float(),
         }
         if all(s.occupancy_labels is not None for s in batch):
@@ -156,6 +163,9 @@ class SelfSupervisedStep:
             data["chamfer_dst"] = [torch.from_numpy(s.chamfer_dst).to(dev) for s in batch]
         if all(s.ground_points is not None for s in batch):
             data["ground_points"] = [torch.from_numpy(s.ground_points).to(dev) for s in batch]
+        if all(s.flow_teacher_points is not None for s in batch):
+            data["flow_teacher_points"] = [torch.from_numpy(s.flow_teacher_points).to(dev) for s in batch]
+            data["flow_teacher_m"] = [torch.from_numpy(s.flow_teacher_m).to(dev) for s in batch]
         self._lidar_rays(batch, data, out, r, K, T_bc, (H, W), step, cos, dev)
 
         losses = self._available(data)
