@@ -11,6 +11,8 @@ kept with its (monotonic) time for ``window_s``; the status is computed from the
   without odometry, ...) makes it WARN, with the causes and counts;
 * inputs arriving but **no set completed** over a whole window, or an engine failure in the window,
   make it ERROR;
+* LiDAR clouds processed without cameras (a fusion model once no set completes for
+  ``lidar_only_after_s``) make it at least WARN, counted;
 * a window with none of these is OK again: WARN and ERROR clear by themselves.
 
 Levels are the ``diagnostic_msgs/DiagnosticStatus`` values (0 OK, 1 WARN, 2 ERROR).
@@ -27,7 +29,7 @@ from typing import Callable
 OK, WARN, ERROR = 0, 1, 2
 
 #: Node events that are normal operation, never a problem (counted in the window, shown as values).
-NORMAL_EVENTS = ("set_complete", "processed", "superseded", "skipped_no_subscriber")
+NORMAL_EVENTS = ("set_complete", "processed", "superseded", "skipped_no_subscriber", "lidar_only")
 
 
 @dataclass
@@ -213,6 +215,9 @@ def assess(w: Window, sync_inputs: list[str] | None = None, notes: list[str] | N
         if stale_sync:
             why = f" (waiting for {stale_sync})"
         errors.append(f"inputs arrive but no set completed in the last {w.window_s:g} s{why}")
+    if w.events.get("lidar_only"):
+        warns.append(f"LiDAR-only: {w.events['lidar_only']} clouds processed without cameras in the last "
+                     f"{w.window_s:g} s (no depth)")
     incompatible = [i for i in w.inputs if i.incompatible]
     if incompatible:
         warns.append("incompatible QoS: " + "; ".join(f"{i.name}: {i.incompatible}" for i in incompatible))

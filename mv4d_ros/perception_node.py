@@ -46,6 +46,9 @@ Design choices (why):
   make a set, so a stopped LiDAR never stops the node. An empty ``checkpoint`` takes the shipped
   fusion weights when there are some. A fusion model without ``use_lidar`` runs camera-only and
   says so.
+* Cameras down, LiDAR up: once no camera set has completed for ``lidar_only_after_s``, a fusion
+  model gets each cloud alone (its LiDAR branch: occupancy, flow and moving voxels, no depth),
+  counted (``lidar_only_frames``) and named in ``/diagnostics``; the next complete set ends it.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ import functools
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -102,6 +106,13 @@ class InputProblem(Exception):
         super().__init__(detail)
         self.cause = cause
         self.detail = detail
+
+
+@dataclass(frozen=True)
+class LidarOnly:
+    """A cloud the worker processes without cameras (see ``lidar_only_after_s``)."""
+
+    msg: Any
 
 
 class _PerceptionCore:
@@ -187,6 +198,7 @@ class _PerceptionCore:
         self._last_wait_ms = float("nan")
         self._last_arrival_age_ms = float("nan")
         self._generation_seen = 0
+        self._lidar_only_ref_ns: int | None = None    # stamp of the last complete set (or first cloud)
         self.sync = None               # a new configuration starts its counters from zero
         self._new_sync()
 
@@ -399,6 +411,7 @@ class _PerceptionCore:
                 self._sync_base["dropped"] += self.worker.discard()
             self._last_stamp.clear()
             self.lidar_buffer.clear()
+            self._lidar_only_ref_ns = None
         self._last_stamp[index] = stamp
         msgs = self.sync.add(index, msg, stamp)
         evicted = self.sync.counters.evicted
@@ -410,6 +423,7 @@ class _PerceptionCore:
             # How old the set's stamp is when its last message reaches the node (transport + executor).
             self._last_arrival_age_ms = (self.get_clock().now().nanoseconds - stamp) * 1e-6
             self.monitor.event("set_complete")
+            self._lidar_only_ref_ns = stamp
             if self.worker is not None and self.worker.submit((msgs, time.perf_counter())):
                 self.monitor.event("superseded")
 
@@ -486,8 +500,31 @@ class _PerceptionCore:
             return
         if order == CLOCK_JUMP_BACK:
             self.lidar_buffer.clear()       # the cameras' jump resets the sets and the temporal state
+            self._lidar_only_ref_ns = None
         self._last_stamp["lidar"] = stamp
         self.lidar_buffer.add(stamp, msg)
+        if self._lidar_only_due(stamp) and self.worker is not None \
+                and self.worker.submit((LidarOnly(msg), time.perf_counter())):
+            self.monitor.event("superseded")
+
+    def _lidar_only_due(self, cloud_stamp_ns: int) -> bool:
+        """Whether this cloud goes to a fusion model alone: no camera set stamped within
+        ``lidar_only_after_s`` before it (sensor time, so a bag played at any rate behaves the same)."""
+        after = self.config.lidar_only_after_s
+        if not self.model_takes_lidar or after <= 0:
+            return False
+        if self._lidar_only_ref_ns is None:
+            self._lidar_only_ref_ns = cloud_stamp_ns        # the cameras get lidar_only_after_s to start
+        return cloud_stamp_ns - self._lidar_only_ref_ns > after * 1e9
+
+    def _lidar_only_frame(self, msg) -> FrameRecord | None:
+        """A camera-less frame of one cloud for the fusion model's LiDAR branch (None: the cloud is
+        unusable, already counted)."""
+        lidar = self._lidar_sweep(msg)
+        if lidar is None:
+            return None
+        return FrameRecord(header_stamp_ns(msg), [], np.zeros((0, 1, 1, 3), np.uint8), np.zeros((0, 3, 3)),
+                           np.zeros((0, 4, 4)), source="ros", **lidar)
 
     def _attached_cloud(self, set_stamp_ns: int):
         """The cloud that joins the set stamped ``set_stamp_ns`` (waiting at most ``sync.slop_s`` for one
@@ -588,7 +625,12 @@ class _PerceptionCore:
             self.monitor.event("skipped_no_subscriber")
             return
         try:
-            frame, meta = self.frame_from_messages(msgs)
+            if isinstance(msgs, LidarOnly):
+                frame, meta = self._lidar_only_frame(msgs.msg), []
+                if frame is None:
+                    return
+            else:
+                frame, meta = self.frame_from_messages(msgs)
             out = self.pipeline.process(frame, pose_known=self.ego_pose(frame))
         except InputProblem as e:
             self.health.report(e.cause, e.detail)
@@ -606,6 +648,8 @@ class _PerceptionCore:
         self._publish(out, arrays, frame, meta)
         self._processed += 1
         self.monitor.event("processed")
+        if not frame.camera_names:
+            self.monitor.event("lidar_only")
         self._last_processing_ms = (time.perf_counter() - t0) * 1e3
         self._last_latency_ms = (self.get_clock().now().nanoseconds - frame.stamp_ns) * 1e-6
         self.pub_processing_ms.publish(Float64(data=float(self._last_processing_ms)))
@@ -665,6 +709,7 @@ class _PerceptionCore:
         if self.model_takes_lidar and self.pipeline is not None:
             out["lidar_frames"] = self.pipeline.stats.lidar_frames
             out["lidar_missing"] = self.pipeline.stats.lidar_missing
+            out["lidar_only_frames"] = self.pipeline.stats.lidar_only_frames
         out.update({f"drop_{k}": v for k, v in self.health.counts.items()})
         return out
 

@@ -144,6 +144,14 @@ def test_cameras_the_engine_does_not_take(bags, capsys, tmp_path, monkeypatch, c
     assert not (tmp_path / "out").exists()
 
 
+def test_lidar_only_scoring_of_a_camera_only_model(bags, capsys, tmp_path):
+    from mv4d_core.engines.checkpoint import CAMERA_ONLY_WEIGHTS, WEIGHTS_DIR
+
+    rc, err = run(capsys, "eval", "--checkpoint", WEIGHTS_DIR / CAMERA_ONLY_WEIGHTS, "--data", bags["good_sqlite3"],
+                  "--json", tmp_path / "e.json", "--lidar-only")
+    assert rc == 2 and "--lidar-only needs a LiDAR fusion model" in one_line(err)
+
+
 def test_bag_without_ego_pose_says_so_once_and_runs_without_temporal_fusion(bags, capsys, tmp_path):
     import torch
 

@@ -4,7 +4,8 @@ With ``use_lidar`` the node hands a fusion engine (``engine.spec.lidar``) the sa
 offline pipeline builds from the same frame: the cloud in base_link with its intensity and ring, the
 sensor origin from the rig (``T_base_lidar``), and with odometry the previous sweep. A set whose
 cloud is unusable is processed camera-only and counted (``lidar_missing``); a fusion model without
-``use_lidar`` runs camera-only and ``/diagnostics`` says so.
+``use_lidar`` runs camera-only and ``/diagnostics`` says so. When the cameras stop and the LiDAR goes
+on, the fusion model runs on the clouds alone until the next complete set.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def make_node(name, use_lidar, engine):
     return PerceptionNode(engine=engine, node_name=name, parameter_overrides=[
         Parameter("rig_file", value=tmp + "/rig.yaml"), Parameter("use_lidar", value=use_lidar),
         Parameter("use_odometry", value=True), Parameter("publish.depth", value=False),
-        Parameter("diagnostics_period_s", value=0.2)])
+        Parameter("diagnostics_period_s", value=0.2), Parameter("lidar_only_after_s", value=0.0)])
 
 fusion = Recording(0.01, lidar=True)
 node = make_node("fusion_node", True, fusion)
@@ -183,3 +184,114 @@ def test_fusion_model_without_use_lidar_runs_camera_only_and_says_so(lidar_run):
     assert not lidar_run["cam_only_got_lidar"]
     level, message = lidar_run["cam_only_diag"]
     assert level == 1 and "the model takes the LiDAR but use_lidar is false" in message
+
+
+LIDAR_ONLY_SCRIPT = r"""
+import json, sys, tempfile, threading, time
+sys.path.insert(0, TEST_DIR)
+import numpy as np, rclpy
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import Image, PointCloud2
+from mv4d_core.data.synth import generate_sequence, synthetic_rig
+from mv4d_core.geometry.transforms import invert_transform, transform_points
+from mv4d_core.msgs import MsgFactory, header_stamp_ns, rgb_to_image, xyz_to_pointcloud2
+from mv4d_ros.perception_node import PerceptionNode
+from stub_engine import SlowStubEngine
+
+tmp = tempfile.mkdtemp(); rig = synthetic_rig("tiny"); rig.save_yaml(tmp + "/rig.yaml")
+fr = generate_sequence(1, seed=3)[0]
+CAMS = list(fr.camera_names)
+rclpy.init()
+
+class Recording(SlowStubEngine):
+    def infer(self, inputs):
+        self.seen = getattr(self, "seen", []) + [(int(inputs.images.shape[0]), inputs.lidar_volume is not None)]
+        return super().infer(inputs)
+
+engine = Recording(0.01, lidar=True)
+node = PerceptionNode(engine=engine, parameter_overrides=[
+    Parameter("rig_file", value=tmp + "/rig.yaml"), Parameter("use_lidar", value=True),
+    Parameter("publish.depth", value=False), Parameter("diagnostics_period_s", value=0.2),
+    Parameter("lidar_only_after_s", value=0.5)])
+io = rclpy.create_node("io"); f = MsgFactory.rclpy()
+pubs = {c: io.create_publisher(Image, f"/mv4d_perception/input/{c}/image", 10) for c in CAMS}
+lidar_pub = io.create_publisher(PointCloud2, "/mv4d_perception/input/lidar", 10)
+occ, diag = [], []
+io.create_subscription(PointCloud2, "/mv4d_perception/output/occupancy", lambda m: occ.append(header_stamp_ns(m)),
+                       QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+io.create_subscription(DiagnosticArray, "/diagnostics", diag.append, 10)
+ex = rclpy.executors.SingleThreadedExecutor(); ex.add_node(node); ex.add_node(io)
+threading.Thread(target=ex.spin, daemon=True).start()
+end = time.monotonic() + 30
+while time.monotonic() < end and not (all(p.get_subscription_count() for p in pubs.values())
+                                      and lidar_pub.get_subscription_count()
+                                      and node.pubs["occupancy"].get_subscription_count()):
+    time.sleep(0.05)
+cloud = transform_points(invert_transform(rig.lidar.T_base_lidar), fr.lidar_xyz.astype(np.float64)).astype(np.float32)
+
+def wait(cond, timeout=30):
+    end = time.monotonic() + timeout
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.02)
+    return cond()
+
+def send(stamp, cameras):
+    lidar_pub.publish(xyz_to_pointcloud2(cloud, stamp, "LIDAR_TOP", factory=f, extra={
+        "intensity": fr.lidar_intensity.astype(np.float32), "ring": fr.lidar_ring.astype(np.uint16)}))
+    assert wait(lambda: node.lidar_buffer.newest_ns == stamp), "cloud not received"
+    if cameras:
+        for i, c in enumerate(CAMS):
+            pubs[c].publish(rgb_to_image(fr.images[i], stamp, c, factory=f))
+        assert wait(lambda: stamp in occ), f"no output for {stamp}"
+    else:
+        wait(lambda: stamp in occ, timeout=1.0)       # LiDAR-only outputs come when due, none before
+    node.worker.wait_idle(5)
+
+T0, P = 100 * 10**9, 100_000_000
+stamps = {"sets": [], "clouds": [], "back": []}
+for k in range(3):                                # cameras and LiDAR
+    stamps["sets"].append(T0 + k * P); send(stamps["sets"][-1], True)
+for k in range(3, 13):                            # the cameras stop; the LiDAR goes on for 1 s
+    stamps["clouds"].append(T0 + k * P); send(stamps["clouds"][-1], False)
+time.sleep(0.5)
+st = [s for a in diag for s in a.status if s.name == "mv4d_perception: perception"][-1]
+during = [st.level[0] if isinstance(st.level, bytes) else int(st.level), st.message]
+counters_during = node.counters()
+for k in range(13, 16):                           # the cameras are back
+    stamps["back"].append(T0 + k * P); send(stamps["back"][-1], True)
+print(json.dumps({"stamps": stamps, "out": occ, "seen": engine.seen, "during": during,
+                  "counters_during": counters_during, "counters_after": node.counters()}))
+ex.shutdown(); node.destroy_node(); io.destroy_node(); rclpy.shutdown()
+"""
+
+
+@pytest.fixture(scope="module")
+def lidar_only_run(request):
+    from netns import run_namespaced_json
+
+    script = LIDAR_ONLY_SCRIPT.replace("TEST_DIR", repr(str(request.config.rootpath / "test")))
+    return run_namespaced_json(script, "test_node_lidar_only", timeout=240)
+
+
+@pytest.mark.ros
+def test_when_the_cameras_stop_the_fusion_model_runs_on_the_lidar_alone_until_they_return(lidar_only_run):
+    r = lidar_only_run
+    last_set = r["stamps"]["sets"][-1]
+    alone = [s for s in r["stamps"]["clouds"] if s in r["out"]]
+    # Due by sensor time: clouds stamped more than lidar_only_after_s (0.5 s) after the last complete
+    # set, each waited for, so every one of them (stamps +0.6 .. +1.0 s) is processed and none earlier.
+    assert alone == [s for s in r["stamps"]["clouds"] if s - last_set > 500_000_000], alone
+    assert len(alone) == 5
+    c = r["counters_during"]
+    assert c["lidar_only_frames"] == 5 and c["frames_processed"] == 3 + 5
+    # The engine got those clouds with no camera and its LiDAR inputs.
+    assert r["seen"][3:8] == [[0, True]] * 5
+    level, message = r["during"]
+    assert level >= 1 and "LiDAR-only: " in message and "no depth" in message, message
+    # Back with the cameras: every set is processed with its six cameras again. The first returning
+    # cloud arrives before its images, while the cameras still look stopped: it may run alone once.
+    assert all(s in r["out"] for s in r["stamps"]["back"])
+    assert r["seen"][-2:] == [[6, True]] * 2
+    assert r["counters_after"]["lidar_only_frames"] - c["lidar_only_frames"] <= 1

@@ -46,7 +46,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera-only-checkpoint", default=None,
                         help="camera-only weights scored next to the model as 'camera-only weights' "
                              "(default: the shipped camera-only weights; 'none' to leave them out)")
+    parser.add_argument("--lidar-only", action="store_true",
+                        help="also score the fusion model with every camera removed ('model, LiDAR only'): how "
+                             "the node degrades when the cameras fail")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+
+
+#: The method name of the fusion model run without cameras (``--lidar-only``).
+LIDAR_ONLY = "model, LiDAR only"
+
+
+def without_cameras(frame):
+    """``frame`` with no camera at all (its LiDAR sweep, pose and ground truth kept)."""
+    import dataclasses
+
+    return dataclasses.replace(frame, camera_names=[], images=np.zeros((0, 1, 1, 3), np.uint8),
+                               intrinsics=np.zeros((0, 3, 3)), T_base_cam=np.zeros((0, 4, 4)), camera_stamps_ns=None)
 
 
 def frame_interval_s(frames, i: int) -> float | None:
@@ -80,8 +95,9 @@ def select_cameras(frame, cameras: list[str] | None):
 def evaluate(engines: dict, sequences, frames_spec: str | None = None, scorer=None, baselines: bool = True,
              progress: bool = True):
     """Run each engine of ``engines`` (``{method name: Engine}``) over ``sequences`` through the pipeline
-    (every frame, in order; fed :meth:`~mv4d_core.eval.scoring.Scorer.method_input` of it) and score the
-    published outputs, plus the baselines once. Returns ``(scorer, frames scored)``."""
+    (every frame, in order; fed :meth:`~mv4d_core.eval.scoring.Scorer.method_input` of it, without its
+    cameras for the method :data:`LIDAR_ONLY`) and score the published outputs, plus the baselines once.
+    Returns ``(scorer, frames scored)``."""
     from tqdm import tqdm
 
     from mv4d_core.data.sources import parse_frame_slice
@@ -101,7 +117,8 @@ def evaluate(engines: dict, sequences, frames_spec: str | None = None, scorer=No
         pipelines = {name: PerceptionPipeline(engine, cfg) for name, engine in engines.items()}
         for i, frame in enumerate(seq.frames):
             seen = scorer.method_input(frame)
-            outs = {name: pipe.process(seen) for name, pipe in pipelines.items()}
+            outs = {name: pipe.process(without_cameras(seen) if name == LIDAR_ONLY else seen)
+                    for name, pipe in pipelines.items()}
             if i not in k:
                 continue
             dt = frame_interval_s(seq.frames, i)
@@ -135,6 +152,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         engine = create_engine(args.engine, args.checkpoint, args.device, lidar=True)
         engines = {"model": engine}
+        if args.lidar_only:
+            if engine.spec.lidar is None:
+                raise ConfigError("checkpoint", f"--lidar-only needs a LiDAR fusion model; {engine.spec.name!r} "
+                                                "is camera-only")
+            # its own engine: the pipelines keep separate temporal state
+            engines[LIDAR_ONLY] = create_engine(args.engine, args.checkpoint, args.device, lidar=True)
         camera_only = _camera_only_checkpoint(args)
         if camera_only is not None:
             engines["camera-only weights"] = create_engine("torch", str(camera_only), args.device)

@@ -212,7 +212,8 @@ class Scorer:
         saw :func:`heldout_input` of it); ``dt_s`` the interval to the next frame; ``depth_groups`` the
         depth references the prediction is scored against."""
         acc = self.methods.setdefault(method, _Method())
-        if pred.depth_m is not None:
+        # A LiDAR-only run publishes no depth (no camera to predict it for): nothing to score.
+        if pred.depth_m is not None and len(pred.depth_m) == len(frame.camera_names):
             h, w = frame.image_size
             for group, target in self.targets(frame).items():
                 if group not in depth_groups:

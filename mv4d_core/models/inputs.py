@@ -104,6 +104,8 @@ def resize_cameras(images: np.ndarray, intrinsics: np.ndarray, height: int, widt
     """The model-size rule for camera images: ``images`` ``(N, H, W, 3)`` uint8 and ``intrinsics``
     ``(N, 3, 3)`` for ``H x W`` -> ``(N, height, width, 3)`` uint8 and K for the new size
     (:meth:`PinholeCamera.resized`: pixel centres follow ``u -> (u + 0.5) s - 0.5``)."""
+    if len(images) == 0:             # a LiDAR-only frame: no cameras to resize
+        return np.zeros((0, height, width, 3), np.uint8), np.zeros((0, 3, 3))
     h, w = images.shape[1:3]
     rgb = np.stack([resize_image(im, width, height) for im in images])
     Ks = np.stack([PinholeCamera(K, w, h).resized(width, height).K for K in intrinsics])

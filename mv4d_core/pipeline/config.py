@@ -184,6 +184,10 @@ class PerceptionConfig:
     use_lidar: bool = param(False, "Subscribe ~/input/lidar (PointCloud2); the cloud nearest to each camera set within "
                                    "sync.slop_s joins it (a set without one is processed camera-only, counted), and a "
                                    "LiDAR fusion model gets it (with intensity and ring) as an input.")
+    lidar_only_after_s: float = param(
+        1.0, "With a LiDAR fusion model and use_lidar: once no camera set has completed for this long (cameras "
+             "stopped or broken), each LiDAR cloud is processed alone on the model's LiDAR branch (occupancy, flow, "
+             "moving; no depth), counted as lidar_only_frames and named in /diagnostics. 0 = never.", minimum=0.0)
     use_odometry: bool = param(False, "Subscribe ~/input/odometry (nav_msgs/Odometry, pose of base_frame in the "
                                       "odom/map frame) and fuse the previous frame's volume (temporal fusion); "
                                       "false = every set is processed on its own.")

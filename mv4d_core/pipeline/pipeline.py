@@ -57,6 +57,7 @@ class PipelineStats:
     """Counters since construction; ``resets`` by reason (``clock_jump_back``, ``gap``, ``no_pose``,
     ``manual``); ``temporal_frames``: frames the engine fused with the previous frame's state;
     ``lidar_frames`` / ``lidar_missing``: frames a fusion engine got with / without a usable sweep;
+    ``lidar_only_frames``: frames without cameras run on the LiDAR branch alone;
     ``lidar``: what cleaning did to the clouds (non-finite, subsampled, outside the grid)."""
 
     frames: int = 0
@@ -64,6 +65,7 @@ class PipelineStats:
     resets: dict[str, int] = field(default_factory=dict)
     lidar_frames: int = 0
     lidar_missing: int = 0
+    lidar_only_frames: int = 0
     lidar: LidarStats = field(default_factory=LidarStats)
 
 
@@ -117,10 +119,19 @@ class PerceptionPipeline:
         self.stats.resets[reason] = self.stats.resets.get(reason, 0) + 1
 
     # ------------------------------------------------------------------ steps
+    def lidar_only(self, frame: FrameRecord) -> bool:
+        """True for a frame without cameras that a fusion engine can run on its LiDAR sweep alone."""
+        return (len(frame.camera_names) == 0 and self.engine.spec.lidar is not None
+                and frame.lidar_xyz is not None and len(frame.lidar_xyz) > 0)
+
     def ordered(self, frame: FrameRecord) -> FrameRecord:
-        """``frame`` with its cameras in ``config.camera_names`` order (extra cameras dropped)."""
+        """``frame`` with its cameras in ``config.camera_names`` order (extra cameras dropped). A frame
+        with no camera at all but a LiDAR sweep is kept as it is for a fusion engine: it runs on its
+        LiDAR branch alone (the cameras failed; see :meth:`process`)."""
         names = list(self.config.camera_names)
         if list(frame.camera_names) == names:
+            return frame
+        if self.lidar_only(frame):
             return frame
         missing = [c for c in names if c not in frame.camera_names]
         if missing:
@@ -161,8 +172,10 @@ class PerceptionPipeline:
         h_m, w_m = self.engine.spec.image_hw
         depth = np.asarray(out.depth_m, np.float32)
         dh, dw = depth.shape[1:]
-        Kd = np.stack([PinholeCamera(K, w_m, h_m).resized(dw, dh).K for K in pre.inputs.intrinsics])
-        colors = np.stack([resize_image(im, dw, dh) for im in pre.images_rgb])
+        Kd = np.stack([PinholeCamera(K, w_m, h_m).resized(dw, dh).K for K in pre.inputs.intrinsics]
+                      ) if len(depth) else np.zeros((0, 3, 3))
+        colors = np.stack([resize_image(im, dw, dh) for im in pre.images_rgb]
+                          ) if len(depth) else np.zeros((0, dh, dw, 3), np.uint8)
         xyz, rgb, cam = backproject_depth(depth, Kd, frame.T_base_cam, colors, stride=cfg.points.stride,
                                           max_depth_m=cfg.points.max_depth_m)
         return PerceptionOutputs(
@@ -208,6 +221,7 @@ class PerceptionPipeline:
             keep = self.engine.spec.lidar.previous_sweeps
             self._sweeps = ([pre.sweep] + self._sweeps)[:keep] if pose_known and pre.sweep is not None else []
         self.stats.frames += 1
+        self.stats.lidar_only_frames += int(self.lidar_only(frame))
         self.stats.temporal_frames += int(raw.fused_previous)
         self.timings = Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return out
