@@ -171,6 +171,10 @@ class _PerceptionCore:
         if self.model_takes_lidar and not cfg.use_lidar:
             self._notes.append("the model takes the LiDAR but use_lidar is false: running camera-only")
             self.get_logger().warning(self._notes[-1] + " (set use_lidar: true and remap ~/input/lidar)")
+        if cfg.use_lidar and not self.model_takes_lidar:
+            # Not a fault (the cloud still sets the output stamps): said once, not a standing warning.
+            self.get_logger().info(f"the engine {self.pipeline.engine.spec.name} is camera-only: ~/input/lidar "
+                                   "clouds are synchronized but not used as a model input")
         self.poses = PoseBuffer(int(round(cfg.odometry_tolerance_s * 1e9)))
         self.camera_infos: dict[str, Any] = {}
         self._extrinsics: dict[str, np.ndarray] = {}
