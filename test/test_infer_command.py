@@ -56,7 +56,9 @@ def test_infer_writes_sensor_topics_and_stamped_outputs(synthetic_bag, capsys):
     assert types[p + "occupancy"] == "sensor_msgs/msg/PointCloud2"
     assert types[p + "occupancy_bev"] == "nav_msgs/msg/OccupancyGrid"
     assert types[p + "depth/CAM_FRONT"] == "sensor_msgs/msg/Image"
-    for name in ("occupancy", "points", "flow", "occupancy_bev", "depth/CAM_BACK", "depth/CAM_BACK/camera_info"):
+    assert types[p + "moving"] == "sensor_msgs/msg/PointCloud2"
+    for name in ("occupancy", "points", "flow", "moving", "occupancy_bev", "depth/CAM_BACK",
+                 "depth/CAM_BACK/camera_info"):
         got = msgs[p + name]
         assert len(got) == 3, name
         # Log time and header stamp are the input stamps.

@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace, in_bag, out_bag) -> int:
     from mv4d_core.msgs import MsgFactory
     from mv4d_core.pipeline.config import ConfigError, PerceptionConfig
     from mv4d_core.pipeline.messages import output_messages
-    from mv4d_core.pipeline.pipeline import FrameError, PerceptionPipeline, output_arrays
+    from mv4d_core.pipeline.pipeline import OUTPUT_KINDS, FrameError, PerceptionPipeline, output_arrays
 
     cfg = PerceptionConfig.from_yaml(args.params) if args.params else None
     rig = Rig.from_yaml(args.rig) if args.rig else None
@@ -127,7 +127,8 @@ def _run(args: argparse.Namespace, in_bag, out_bag) -> int:
             raise
         raise ConfigError("camera_names", f"{str(e).split(': ', 1)[1]}; run it on the cameras it was built for "
                                           "(a --topic-map listing them)") from None
-    want = {k for k in ("occupancy", "points", "flow", "depth", "bev") if getattr(cfg.publish, k)}
+    # Every output the node publishes except the debug markers (RViz-only, capped).
+    want = {k for k in OUTPUT_KINDS if k != "markers" and getattr(cfg.publish, k)}
     optical = {c.name: c.frame_id for c in topic_map.cameras}
     ts = get_typestore(Stores.ROS2_HUMBLE)
     factory = MsgFactory.rosbags()
