@@ -32,9 +32,8 @@ import numpy as np
 
 from mv4d_core.data.frame import FrameRecord
 from mv4d_core.engines import Engine, EngineInputs, EngineOutputs
-from mv4d_core.geometry.camera import PinholeCamera
 from mv4d_core.models.heads import MOVING_SPEED_MPS
-from mv4d_core.models.inputs import relative_pose, resize_cameras, resize_image
+from mv4d_core.models.inputs import relative_pose, resize_cameras
 from mv4d_core.models.lidar_inputs import LidarStats, Sweep, build_lidar_inputs, lidar_origin
 from mv4d_core.pipeline.config import ConfigError, PerceptionConfig
 from mv4d_core.pipeline.outputs import PerceptionOutputs
@@ -169,13 +168,10 @@ class PerceptionPipeline:
         if prob.shape != grid.shape:
             raise FrameError(f"engine returned occupancy of shape {prob.shape}, grid is {grid.shape}")
         occupied = np.isfinite(prob) & (prob >= cfg.occupancy_threshold)
-        h_m, w_m = self.engine.spec.image_hw
         depth = np.asarray(out.depth_m, np.float32)
         dh, dw = depth.shape[1:]
-        Kd = np.stack([PinholeCamera(K, w_m, h_m).resized(dw, dh).K for K in pre.inputs.intrinsics]
-                      ) if len(depth) else np.zeros((0, 3, 3))
-        colors = np.stack([resize_image(im, dw, dh) for im in pre.images_rgb]
-                          ) if len(depth) else np.zeros((0, dh, dw, 3), np.uint8)
+        # The model-size images and K at the depth resolution, by the one resize rule.
+        colors, Kd = resize_cameras(pre.images_rgb, pre.inputs.intrinsics, dh, dw)
         xyz, rgb, cam = backproject_depth(depth, Kd, frame.T_base_cam, colors, stride=cfg.points.stride,
                                           max_depth_m=cfg.points.max_depth_m)
         return PerceptionOutputs(
