@@ -9,7 +9,6 @@ the executor adds, the worker matches.
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from typing import Any
 
@@ -45,13 +44,8 @@ class LidarBuffer:
         """The cloud nearest to ``stamp_ns`` within ``slop_s``, or None. While no cloud at or after
         ``stamp_ns`` has arrived (a nearer one may still be on its way) wait up to ``wait_s``."""
         slop_ns = int(round(slop_s * 1e9))
-        deadline = time.monotonic() + max(0.0, wait_s)
         with self._cond:
-            while not (self._items and self._items[-1][0] >= stamp_ns):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
+            self._cond.wait_for(lambda: bool(self._items) and self._items[-1][0] >= stamp_ns, max(0.0, wait_s))
             best = min(self._items, key=lambda it: abs(it[0] - stamp_ns), default=None)
         if best is None or abs(best[0] - stamp_ns) > slop_ns:
             return None

@@ -196,7 +196,6 @@ class _PerceptionCore:
         self._processed = 0
         self._skipped_idle = 0
         self._superseded_base = 0
-        self._dds_lost: dict[str, int] = {}
         self._last_processing_ms = float("nan")
         self._last_latency_ms = float("nan")
         self._last_wait_ms = float("nan")
@@ -205,6 +204,12 @@ class _PerceptionCore:
         self._lidar_only_ref_ns: int | None = None    # stamp of the last complete set (or first cloud)
         self.sync = None               # a new configuration starts its counters from zero
         self._new_sync()
+
+    def _stop(self) -> None:
+        """Deactivate if active, then clean up: every way out (destroy, shutdown, error) ends here."""
+        if self.active:
+            self._deactivate()
+        self._cleanup()
 
     def _cleanup(self) -> None:
         if self.tf is not None:
@@ -320,7 +325,6 @@ class _PerceptionCore:
         publishers are counted for input ``name``."""
         def lost(info, name=name):
             n = int(info.total_count_change)
-            self._dds_lost[name] = self._dds_lost.get(name, 0) + n
             self.monitor.drop(name, "message_lost", n)
             self.health.report("message_lost", f"{name}: {n} message(s) lost in transport (DDS); see input_qos "
                                                "in mv4d_ros/README.md", n=n)
@@ -387,28 +391,38 @@ class _PerceptionCore:
         self._odometry_received += 1
         self.monitor.arrival("odometry", header_stamp_ns(msg))
 
-    def _on_input(self, index: int, msg) -> None:
-        if not self.active:
-            return
-        name = self._input_name(index)
+    def _arrival(self, name: str, key: int | str, msg) -> tuple[int, str] | None:
+        """``(stamp, order)`` of an input message against the newest on its input (``key`` in
+        ``_last_stamp``), or None when it is dropped: bad header, or late (counted, logged)."""
         try:
             stamp = header_stamp_ns(msg)
         except MessageError as e:
             self.health.report("bad_header", f"{name}: {e}")
-            return
+            return None
         self.monitor.arrival(name, stamp)
-        last = self._last_stamp.get(index)
+        last = self._last_stamp.get(key)
         order = classify_stamp(last, stamp, self.config.max_clock_jump_s)
         if order == LATE:
             self.monitor.drop(name, "late")
             self.health.report("late", f"{name}: stamp {(last - stamp) * 1e-9:.3f} s older than the newest on "
                                        "this input; message dropped")
+            return None
+        return stamp, order
+
+    def _on_input(self, index: int, msg) -> None:
+        if not self.active:
             return
+        name = self._input_name(index)
+        arrived = self._arrival(name, index, msg)
+        if arrived is None:
+            return
+        stamp, order = arrived
         if order == CLOCK_JUMP_BACK:
             # A looping bag or a restarted clock: stale sets would pair old and new messages, and the
             # temporal state belongs to the old timeline (the worker resets it: new generation).
-            self.health.report(CLOCK_JUMP_BACK, f"{name}: stamp went back {(last - stamp) * 1e-9:.3f} s; "
-                                                "sync and temporal state reset")
+            back_s = (self._last_stamp[index] - stamp) * 1e-9
+            self.health.report(CLOCK_JUMP_BACK,
+                               f"{name}: stamp went back {back_s:.3f} s; sync and temporal state reset")
             self._new_sync()
             self._sync_resets += 1
             if self.worker is not None:
@@ -489,19 +503,10 @@ class _PerceptionCore:
     def _on_lidar(self, msg) -> None:
         if not self.active:
             return
-        try:
-            stamp = header_stamp_ns(msg)
-        except MessageError as e:
-            self.health.report("bad_header", f"lidar: {e}")
+        arrived = self._arrival("lidar", "lidar", msg)
+        if arrived is None:
             return
-        self.monitor.arrival("lidar", stamp)
-        last = self._last_stamp.get("lidar")
-        order = classify_stamp(last, stamp, self.config.max_clock_jump_s)
-        if order == LATE:
-            self.monitor.drop("lidar", "late")
-            self.health.report("late", f"lidar: stamp {(last - stamp) * 1e-9:.3f} s older than the newest on "
-                                       "this input; message dropped")
-            return
+        stamp, order = arrived
         if order == CLOCK_JUMP_BACK:
             self.lidar_buffer.clear()       # the cameras' jump resets the sets and the temporal state
             self._lidar_only_ref_ns = None
@@ -776,9 +781,7 @@ class PerceptionNode(_PerceptionCore, Node):
         self._activate()
 
     def destroy_node(self) -> None:
-        if self.active:
-            self._deactivate()
-        self._cleanup()
+        self._stop()
         super().destroy_node()
 
 
@@ -842,21 +845,15 @@ def _lifecycle_node_class():
             return TransitionCallbackReturn.SUCCESS
 
         def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-            if self.active:
-                self._deactivate()
-            self._cleanup()
+            self._stop()
             return TransitionCallbackReturn.SUCCESS
 
         def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-            if self.active:
-                self._deactivate()
-            self._cleanup()
+            self._stop()
             return TransitionCallbackReturn.SUCCESS
 
         def destroy_node(self) -> None:
-            if self.active:
-                self._deactivate()
-            self._cleanup()
+            self._stop()
             super().destroy_node()
 
     return LifecyclePerceptionNode

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import bisect
 import threading
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,14 +75,8 @@ class PoseBuffer:
 
     def wait_for(self, stamp_ns: int, timeout_s: float) -> bool:
         """Block until a sample at or after ``stamp_ns`` is buffered, at most ``timeout_s``; True when one is."""
-        deadline = time.monotonic() + max(0.0, timeout_s)
         with self._cv:
-            while not (self._stamps and self._stamps[-1] >= stamp_ns):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cv.wait(left)
-            return True
+            return self._cv.wait_for(lambda: bool(self._stamps) and self._stamps[-1] >= stamp_ns, max(0.0, timeout_s))
 
     def add(self, stamp_ns: int, T_world_base: np.ndarray, world_frame: str = "") -> None:
         """Add one pose; out-of-order stamps or another world frame restart the buffer first."""
