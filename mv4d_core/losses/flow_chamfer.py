@@ -39,12 +39,18 @@ def truncated_chamfer(src: torch.Tensor, dst: torch.Tensor, truncate_m: float = 
     return fwd.mean() + bwd.mean()
 
 
+def point_displacement(flow_mps: torch.Tensor, points: torch.Tensor, grid: VoxelGridSpec, dt_s: float) -> torch.Tensor:
+    """The flow volume ``(3, X, Y, Z)`` m/s read trilinearly at ``points`` ``(P, 3)`` times ``dt_s``:
+    each point's displacement ``(P, 3)`` in metres (the read every flow loss makes)."""
+    return sample_volume(flow_mps[None], points[None].to(flow_mps.dtype), grid)[0] * dt_s
+
+
 def moved_points(flow_mps: torch.Tensor, points: torch.Tensor, grid: VoxelGridSpec, dt_s: float,
                  T_next_cur: torch.Tensor) -> torch.Tensor:
     """Points ``(P, 3)`` of frame t (base_link t) moved by the flow volume ``(3, X, Y, Z)`` over
     ``dt_s`` and expressed in base_link t+1 (``T_next_cur`` (4, 4)) -> ``(P, 3)``."""
-    v = sample_volume(flow_mps[None], points[None].to(flow_mps.dtype), grid)[0]     # (P, 3) m/s
-    return transform_points(T_next_cur.to(flow_mps.dtype), points.to(flow_mps.dtype) + v * dt_s)
+    moved = points.to(flow_mps.dtype) + point_displacement(flow_mps, points, grid, dt_s)
+    return transform_points(T_next_cur.to(flow_mps.dtype), moved)
 
 
 class ChamferFlowLoss(WeightedLoss):
@@ -95,12 +101,12 @@ class GroundStaticFlowLoss(WeightedLoss):
             raise ValueError(f"GroundStaticFlowLoss: {len(ground_points)} point sets for a batch of {B}")
         terms = []
         for b in range(B):
-            p = ground_points[b].to(flow_mps.dtype)
+            p = ground_points[b]
             if p.numel() == 0:
                 terms.append(flow_mps[b].sum() * 0)
                 continue
-            v = sample_volume(flow_mps[b][None], p[None], self.grid)[0]                 # (G, 3) m/s
-            terms.append((v * float(dt_s[b])).square().sum(1).mean())
+            d = point_displacement(flow_mps[b], p, self.grid, float(dt_s[b]))         # (G, 3) m
+            terms.append(d.square().sum(1).mean())
         return torch.stack(terms).mean()
 
 

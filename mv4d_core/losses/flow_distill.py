@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 from mv4d_core.losses.base import WeightedLoss
-from mv4d_core.render.field import sample_volume
+from mv4d_core.losses.flow_chamfer import point_displacement
 
 
 class FlowDistillationLoss(WeightedLoss):
@@ -41,12 +41,12 @@ class FlowDistillationLoss(WeightedLoss):
             raise ValueError(f"FlowDistillationLoss: {len(points)}/{len(target_m)} point sets for a batch of {B}")
         terms = []
         for b in range(B):
-            p = points[b].to(flow_mps.dtype)
+            p = points[b]
             if p.numel() == 0:
                 terms.append(flow_mps[b].sum() * 0)
                 continue
             t = target_m[b].to(flow_mps.dtype)
-            pred = sample_volume(flow_mps[b][None], p[None], self.grid)[0] * float(dt_s[b])
+            pred = point_displacement(flow_mps[b], p, self.grid, float(dt_s[b]))
             err = F.huber_loss(pred, t, delta=self.delta_m, reduction="none").sum(1)
             w = torch.where(t.norm(dim=1) >= self.moving_threshold_m, self.moving_weight, 1.0)
             terms.append((err * w).sum() / w.sum())
