@@ -71,6 +71,9 @@ class RosNetns:
             "ROS_LOCALHOST_ONLY": "1",
             "RMW_IMPLEMENTATION": env.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
             "PYTHONUNBUFFERED": "1",
+            # The scripts import the test helpers (stub_engine, polling) by name.
+            "PYTHONPATH": os.pathsep.join(p for p in (os.path.dirname(os.path.abspath(__file__)),
+                                                      env.get("PYTHONPATH", "")) if p),
         })
         return env
 

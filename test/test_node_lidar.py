@@ -14,7 +14,6 @@ import pytest
 
 LIDAR_SCRIPT = r"""
 import json, sys, tempfile, threading, time
-sys.path.insert(0, TEST_DIR)
 import numpy as np, rclpy
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -28,6 +27,7 @@ from mv4d_core.msgs.tf import matrix_to_odometry
 from mv4d_core.pipeline.config import PerceptionConfig
 from mv4d_core.pipeline.pipeline import PerceptionPipeline
 from mv4d_ros.perception_node import PerceptionNode
+from polling import wait_until as wait
 from stub_engine import SlowStubEngine
 
 tmp = tempfile.mkdtemp(); rig = synthetic_rig("tiny"); rig.save_yaml(tmp + "/rig.yaml")
@@ -68,18 +68,9 @@ ex = rclpy.executors.SingleThreadedExecutor()
 for x in (node, cam_only, io):
     ex.add_node(x)
 threading.Thread(target=ex.spin, daemon=True).start()
-end = time.monotonic() + 30
-while time.monotonic() < end and not (all(p.get_subscription_count() for d in pubs.values() for p in d.values())
-                                      and lidar_pub.get_subscription_count()
-                                      and node.pubs["occupancy"].get_subscription_count()
-                                      and cam_only.pubs["occupancy"].get_subscription_count()):
-    time.sleep(0.05)
-
-def wait(cond, timeout=30):
-    end = time.monotonic() + timeout
-    while not cond() and time.monotonic() < end:
-        time.sleep(0.02)
-    return cond()
+wait(lambda: all(p.get_subscription_count() for d in pubs.values() for p in d.values())
+     and lidar_pub.get_subscription_count() and node.pubs["occupancy"].get_subscription_count()
+     and cam_only.pubs["occupancy"].get_subscription_count())
 
 def publish(name, fr, stamp, xyz=None, lidar=True, lidar_stamp=None):
     for dt in (-20_000_000, 20_000_000):       # odometry around the stamp: the set has a pose
@@ -139,11 +130,10 @@ ex.shutdown(); node.destroy_node(); cam_only.destroy_node(); io.destroy_node(); 
 
 
 @pytest.fixture(scope="module")
-def lidar_run(request):
+def lidar_run():
     from netns import run_namespaced_json
 
-    script = LIDAR_SCRIPT.replace("TEST_DIR", repr(str(request.config.rootpath / "test")))
-    return run_namespaced_json(script, "test_node_lidar", timeout=240)
+    return run_namespaced_json(LIDAR_SCRIPT, "test_node_lidar", timeout=240)
 
 
 @pytest.mark.ros
@@ -188,7 +178,6 @@ def test_fusion_model_without_use_lidar_runs_camera_only_and_says_so(lidar_run):
 
 LIDAR_ONLY_SCRIPT = r"""
 import json, sys, tempfile, threading, time
-sys.path.insert(0, TEST_DIR)
 import numpy as np, rclpy
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -198,6 +187,7 @@ from mv4d_core.data.synth import generate_sequence, synthetic_rig
 from mv4d_core.geometry.transforms import invert_transform, transform_points
 from mv4d_core.msgs import MsgFactory, header_stamp_ns, rgb_to_image, xyz_to_pointcloud2
 from mv4d_ros.perception_node import PerceptionNode
+from polling import wait_until as wait
 from stub_engine import SlowStubEngine
 
 tmp = tempfile.mkdtemp(); rig = synthetic_rig("tiny"); rig.save_yaml(tmp + "/rig.yaml")
@@ -224,18 +214,9 @@ io.create_subscription(PointCloud2, "/mv4d_perception/output/occupancy", lambda 
 io.create_subscription(DiagnosticArray, "/diagnostics", diag.append, 10)
 ex = rclpy.executors.SingleThreadedExecutor(); ex.add_node(node); ex.add_node(io)
 threading.Thread(target=ex.spin, daemon=True).start()
-end = time.monotonic() + 30
-while time.monotonic() < end and not (all(p.get_subscription_count() for p in pubs.values())
-                                      and lidar_pub.get_subscription_count()
-                                      and node.pubs["occupancy"].get_subscription_count()):
-    time.sleep(0.05)
+wait(lambda: all(p.get_subscription_count() for p in pubs.values()) and lidar_pub.get_subscription_count()
+     and node.pubs["occupancy"].get_subscription_count())
 cloud = transform_points(invert_transform(rig.lidar.T_base_lidar), fr.lidar_xyz.astype(np.float64)).astype(np.float32)
-
-def wait(cond, timeout=30):
-    end = time.monotonic() + timeout
-    while not cond() and time.monotonic() < end:
-        time.sleep(0.02)
-    return cond()
 
 def send(stamp, cameras):
     lidar_pub.publish(xyz_to_pointcloud2(cloud, stamp, "LIDAR_TOP", factory=f, extra={
@@ -246,7 +227,7 @@ def send(stamp, cameras):
             pubs[c].publish(rgb_to_image(fr.images[i], stamp, c, factory=f))
         assert wait(lambda: stamp in occ), f"no output for {stamp}"
     else:
-        wait(lambda: stamp in occ, timeout=1.0)       # LiDAR-only outputs come when due, none before
+        wait(lambda: stamp in occ, 1.0)               # LiDAR-only outputs come when due, none before
     node.worker.wait_idle(5)
 
 T0, P = 100 * 10**9, 100_000_000
@@ -268,11 +249,10 @@ ex.shutdown(); node.destroy_node(); io.destroy_node(); rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")
-def lidar_only_run(request):
+def lidar_only_run():
     from netns import run_namespaced_json
 
-    script = LIDAR_ONLY_SCRIPT.replace("TEST_DIR", repr(str(request.config.rootpath / "test")))
-    return run_namespaced_json(script, "test_node_lidar_only", timeout=240)
+    return run_namespaced_json(LIDAR_ONLY_SCRIPT, "test_node_lidar_only", timeout=240)
 
 
 @pytest.mark.ros

@@ -73,7 +73,6 @@ def test_startup_errors_are_one_fatal_line_and_exit_2(startup_run, case):
 
 LIFECYCLE_SCRIPT = r"""
 import json, sys, tempfile, threading, time
-sys.path.insert(0, TEST_DIR)
 import rclpy
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -84,6 +83,7 @@ from sensor_msgs.msg import Image, PointCloud2
 from mv4d_core.data.synth import generate_sequence, synthetic_rig
 from mv4d_core.msgs import MsgFactory, header_stamp_ns, rgb_to_image
 from mv4d_ros.perception_node import LifecyclePerceptionNode
+from polling import wait_until
 from stub_engine import SlowStubEngine
 
 tmp = tempfile.mkdtemp(); synthetic_rig("tiny").save_yaml(tmp + "/rig.yaml")
@@ -108,9 +108,7 @@ for c in (change, get, setp, desc):
     assert c.wait_for_service(timeout_sec=30), c.srv_name
 def call(client, req):
     fut = client.call_async(req)
-    end = time.monotonic() + 60
-    while not fut.done() and time.monotonic() < end:
-        time.sleep(0.01)
+    wait_until(fut.done, 60, period_s=0.01)
     return fut.result()
 def state():
     return call(get, GetState.Request()).current_state.label
@@ -120,20 +118,12 @@ def set_param(name, value):
     r = call(setp, SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()]))
     return [r.results[0].successful, r.results[0].reason]
 def subscribed(timeout=10.0, want=True):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if all(p.get_subscription_count() > 0 for p in pubs.values()) == want:
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()) == want, timeout, 0.05)
 def send(stamp):
     for i, c in enumerate(CAMS):
         pubs[c].publish(rgb_to_image(frame.images[i], stamp, c, factory=f))
 def output_for(stamp, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and stamp not in out:
-        time.sleep(0.02)
-    return stamp in out
+    return wait_until(lambda: stamp in out, timeout)
 res = {"steps": []}
 def step(name, **kw):
     res["steps"].append({"step": name, "state": state(), **kw})
@@ -174,11 +164,10 @@ ex.shutdown(); node.destroy_node(); io.destroy_node(); rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")
-def lifecycle_run(request):
+def lifecycle_run():
     from netns import run_namespaced_json
 
-    script = LIFECYCLE_SCRIPT.replace("TEST_DIR", repr(str(request.config.rootpath / "test")))
-    return run_namespaced_json(script, "test_node_lifecycle", timeout=240)
+    return run_namespaced_json(LIFECYCLE_SCRIPT, "test_node_lifecycle", timeout=240)
 
 
 @pytest.mark.ros

@@ -173,7 +173,6 @@ def test_incompatible_qos_and_standing_notes_warn():
 # ----------------------------------------------------------------------------- over DDS
 SCHED_SCRIPT = r"""
 import json, os, sys, tempfile, threading, time
-sys.path.insert(0, TEST_DIR)
 import numpy as np, rclpy
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -182,6 +181,7 @@ from sensor_msgs.msg import Image, PointCloud2
 from mv4d_core.data.synth import generate_sequence, synthetic_rig
 from mv4d_core.msgs import MsgFactory, header_stamp_ns, rgb_to_image
 from mv4d_ros.perception_node import PerceptionNode
+from polling import wait_until
 from stub_engine import SlowStubEngine
 
 DELAY = 0.25
@@ -210,10 +210,8 @@ def on_diag(a):
 io.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
 ex = rclpy.executors.SingleThreadedExecutor(); ex.add_node(node); ex.add_node(io)
 threading.Thread(target=ex.spin, daemon=True).start()
-end = time.monotonic() + 30
-while time.monotonic() < end and not (all(p.get_subscription_count() for p in pubs.values())
-                                      and node.pubs["occupancy"].get_subscription_count()):
-    time.sleep(0.05)
+wait_until(lambda: all(p.get_subscription_count() for p in pubs.values())
+           and node.pubs["occupancy"].get_subscription_count())
 msgs = {c: rgb_to_image(frame.images[i], 0, c, factory=f) for i, c in enumerate(CAMS)}
 T0 = 100 * 10**9
 sent = {}          # stamp -> monotonic send time
@@ -283,11 +281,10 @@ ex.shutdown(); node.destroy_node(); io.destroy_node(); rclpy.shutdown()
 
 
 @pytest.fixture(scope="module")
-def sched_run(request):
+def sched_run():
     from netns import run_namespaced_json
 
-    script = SCHED_SCRIPT.replace("TEST_DIR", repr(str(request.config.rootpath / "test")))
-    return run_namespaced_json(script, "test_node_scheduling", timeout=240)
+    return run_namespaced_json(SCHED_SCRIPT, "test_node_scheduling", timeout=240)
 
 
 @pytest.mark.ros
@@ -349,7 +346,6 @@ class TestSchedulingOverDDS:
 
 ODOMETRY_SCRIPT = r"""
 import json, sys, tempfile, threading, time
-sys.path.insert(0, TEST_DIR)
 import rclpy
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -360,6 +356,7 @@ from mv4d_core.geometry.transforms import yaw_transform
 from mv4d_core.msgs import MsgFactory, header_stamp_ns, rgb_to_image
 from mv4d_core.msgs.tf import matrix_to_odometry
 from mv4d_ros.perception_node import PerceptionNode
+from polling import wait_until
 from stub_engine import SlowStubEngine
 
 tmp = tempfile.mkdtemp(); synthetic_rig("tiny").save_yaml(tmp + "/rig.yaml")
@@ -379,10 +376,8 @@ io.create_subscription(PointCloud2, "/mv4d_perception/output/occupancy", lambda 
                        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
 ex = rclpy.executors.SingleThreadedExecutor(); ex.add_node(node); ex.add_node(io)
 threading.Thread(target=ex.spin, daemon=True).start()
-end = time.monotonic() + 30
-while time.monotonic() < end and not (all(p.get_subscription_count() for p in [*pubs.values(), odom])
-                                      and node.pubs["occupancy"].get_subscription_count()):
-    time.sleep(0.05)
+wait_until(lambda: all(p.get_subscription_count() for p in [*pubs.values(), odom])
+           and node.pubs["occupancy"].get_subscription_count())
 msgs = {c: rgb_to_image(frame.images[i], 0, c, factory=f) for i, c in enumerate(CAMS)}
 T0 = 100 * 10**9
 t0 = time.monotonic()
@@ -403,12 +398,12 @@ ex.shutdown(); node.destroy_node(); io.destroy_node(); rclpy.shutdown()
 
 
 @pytest.mark.ros
-def test_odometry_keeps_arriving_while_a_slow_engine_runs(request):
+def test_odometry_keeps_arriving_while_a_slow_engine_runs():
     """Odometry at 50 Hz next to 10 Hz camera sets and a 0.25 s engine: the engine runs on the worker
     thread, so the executor keeps taking poses and every processed set (and its predecessor) has one."""
     from netns import run_namespaced_json
 
-    res = run_namespaced_json(ODOMETRY_SCRIPT.replace("TEST_DIR", repr(str(request.config.rootpath / "test"))),
+    res = run_namespaced_json(ODOMETRY_SCRIPT,
                               "test_node_scheduling_odometry", timeout=240)
     c = res["counters"]
     assert c["odometry_received"] == 200 and "drop_odometry_missing" not in c, c
