@@ -103,14 +103,14 @@ def test_the_pipeline_feeds_the_sweep_counts_a_missing_one_and_keeps_the_previou
 
 
 def test_a_frame_without_cameras_runs_on_the_lidar_branch_alone_and_publishes_no_depth(frames):
-    from mv4d_core.eval.command import without_cameras
+    from mv4d_core.eval.command import select_cameras
     from mv4d_core.pipeline import FrameError
     from mv4d_core.pipeline.pipeline import output_arrays
 
     cfg = PerceptionConfig(camera_names=tuple(frames[0].camera_names))
     pipe = PerceptionPipeline(TorchEngine(_randomised(CFG), CFG), cfg)
     pipe.process(frames[0])
-    out = pipe.process(without_cameras(frames[1]))               # the cameras failed, the LiDAR did not
+    out = pipe.process(select_cameras(frames[1], []))               # the cameras failed, the LiDAR did not
     assert pipe.stats.lidar_only_frames == 1 and pipe.stats.lidar_frames == 2
     assert out.depth_m.shape[0] == 0 and len(out.points_xyz) == 0 and out.camera_names == []
     assert out.occupancy_prob.shape == CFG.grid.shape and np.isfinite(out.occupancy_prob).all()
@@ -119,7 +119,7 @@ def test_a_frame_without_cameras_runs_on_the_lidar_branch_alone_and_publishes_no
     # A camera-only model has nothing to run on: the frame is refused, naming the missing cameras.
     cam_only = PerceptionPipeline(TorchEngine.from_model_config(ModelConfig.tiny()), cfg)
     with pytest.raises(FrameError, match="missing camera"):
-        cam_only.process(without_cameras(frames[1]))
+        cam_only.process(select_cameras(frames[1], []))
 
 
 def test_mv4d_eval_scores_the_lidar_only_run_next_to_the_model_without_depth(frames):

@@ -56,14 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 LIDAR_ONLY = "model, LiDAR only"
 
 
-def without_cameras(frame):
-    """``frame`` with no camera at all (its LiDAR sweep, pose and ground truth kept)."""
-    import dataclasses
-
-    return dataclasses.replace(frame, camera_names=[], images=np.zeros((0, 1, 1, 3), np.uint8),
-                               intrinsics=np.zeros((0, 3, 3)), T_base_cam=np.zeros((0, 4, 4)), camera_stamps_ns=None)
-
-
 def frame_interval_s(frames, i: int) -> float | None:
     """Seconds from frame ``i`` to the next one (the previous one for the last frame)."""
     if len(frames) < 2:
@@ -73,7 +65,8 @@ def frame_interval_s(frames, i: int) -> float | None:
 
 
 def select_cameras(frame, cameras: list[str] | None):
-    """``frame`` with only ``cameras`` (in that order); a missing one is a ValueError naming it."""
+    """``frame`` with only ``cameras`` (in that order; ``[]``: none, the LiDAR-only run); a missing one is a
+    ValueError naming it."""
     if cameras is None:
         return frame
     import dataclasses
@@ -117,7 +110,7 @@ def evaluate(engines: dict, sequences, frames_spec: str | None = None, scorer=No
         pipelines = {name: PerceptionPipeline(engine, cfg) for name, engine in engines.items()}
         for i, frame in enumerate(seq.frames):
             seen = scorer.method_input(frame)
-            outs = {name: pipe.process(without_cameras(seen) if name == LIDAR_ONLY else seen)
+            outs = {name: pipe.process(select_cameras(seen, []) if name == LIDAR_ONLY else seen)
                     for name, pipe in pipelines.items()}
             if i not in k:
                 continue
