@@ -17,8 +17,8 @@ help:
 	@echo "make demo    - same set-up, then run the main job (synthetic world + shipped weights)"
 	@echo "make bench   - run the benchmarks in bench/ (JSON + Markdown in out/bench)"
 	@echo "make weights - re-train both shipped tiny weights: camera-only (training/tiny_ship.yaml) and fusion"
-	@echo "               (training/tiny_fusion.yaml + tiny_fusion_flow.yaml); needs the ../shared nuScenes sample;"
-	@echo "               ~2 h on a 2-core CPU"
+	@echo "               (training/tiny_fusion.yaml + tiny_fusion_flow.yaml + tiny_fusion_cycle.yaml); needs the"
+	@echo "               ../shared nuScenes sample; ~2.5 h on a 2-core CPU"
 
 $(VENV)/bin/python:
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python 3.11) on PATH"; exit 1; }
@@ -93,10 +93,12 @@ weights-camera: install eval-seeds
 weights-fusion: install eval-seeds
 	$(VENV)/bin/mv4d train --config training/tiny_fusion.yaml --out $(FUSION_RUN)
 	$(VENV)/bin/mv4d train --config training/tiny_fusion_flow.yaml --out $(FUSION_RUN) --resume --max-steps 2700
+	$(VENV)/bin/mv4d train --config training/tiny_fusion_cycle.yaml --out $(FUSION_RUN) --resume --max-steps 3500
 	$(VENV)/bin/mv4d eval --checkpoint $(FUSION_RUN)/last.pt --data runs/data/seed100 runs/data/seed101 \
 	  --json $(FUSION_RUN)/eval_unseen.json
 	$(PYTHON) -m mv4d_core.training.ship --checkpoint $(FUSION_RUN)/last.pt --eval $(FUSION_RUN)/eval_unseen.json \
-	  --out mv4d_core/weights/mv4d_tiny_fusion.pt --note "tiny fusion config, training/tiny_fusion.yaml then training/tiny_fusion_flow.yaml"
+	  --out mv4d_core/weights/mv4d_tiny_fusion.pt \
+	  --note "tiny fusion config, training/tiny_fusion.yaml, then training/tiny_fusion_flow.yaml, then training/tiny_fusion_cycle.yaml"
 
 clean:
 	rm -rf $(VENV) .stamp-* out .pytest_cache

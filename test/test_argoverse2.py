@@ -23,9 +23,9 @@ def test_two_sweeps_with_poses(log):
     s = log.sweep(t0)
     assert s.xyz.shape == (99229, 3) and s.xyz.dtype == np.float32
     assert np.all(np.isfinite(s.xyz)) and 0 <= s.intensity.min() and s.intensity.max() <= 255
-    # Ego frame (base_link on the ground): points labelled ground lie near z = 0, the rest above it.
+    # AV2's ego frame sits at the rear axle: the road is about a wheel radius below its origin.
     is_ground = log.flow_labels().is_ground
-    assert -0.5 < np.median(s.xyz[is_ground, 2]) < 0.5
+    assert -0.6 < np.median(s.xyz[is_ground, 2]) < -0.15
     assert np.median(s.xyz[~is_ground, 2]) > np.median(s.xyz[is_ground, 2]) + 0.5
     for t in (t0, t1):
         R = log.T_city_ego(t)[:3, :3]
@@ -52,11 +52,31 @@ def test_object_flow_is_zero_on_static_points_and_moves_dynamic_ones(log):
     assert np.median(static_err) < 0.01 and np.percentile(static_err, 99) < 0.06
     dyn_speed = np.linalg.norm(flow[labels.dynamic], axis=1) / 0.1
     assert np.median(dyn_speed) > 1.0
-    # Undoing the convention change reproduces AV2's own labels.
+    # Undoing the convention change reproduces AV2's own labels (in AV2's ego frame).
     T = labels.T_ego1_ego0
-    p0 = f.lidar_xyz.astype(np.float64)
+    p0 = log.sweep(log.lidar_stamps[0]).xyz.astype(np.float64)
     back = transform_points(T, p0 + flow) - p0
     np.testing.assert_allclose(back, labels.flow_m, atol=1e-4)
+
+
+def test_frames_are_in_base_link_on_the_road(log):
+    # base_link = AV2's ego frame moved down onto the road (height from the log's ground-height map)
+    assert 0.2 < log.axle_height_m < 0.45
+    t0, t1 = log.lidar_stamps
+    f0, f1 = log.frame(t0), log.frame(t1, with_flow=False)
+    is_ground = log.flow_labels().is_ground
+    near = np.linalg.norm(f0.lidar_xyz[:, :2], axis=1) < 20
+    # the road within 20 m is flat to a few cm on this log; 0.1 m leaves room for its camber
+    assert abs(np.median(f0.lidar_xyz[is_ground & near, 2])) < 0.1
+    np.testing.assert_allclose(f0.lidar_xyz - log.sweep(t0).xyz, np.tile([0, 0, log.axle_height_m], (len(f0.lidar_xyz), 1)),
+                               atol=1e-5)
+    # the same world point: a base_link pose is the ego pose with the ego -> base_link shift
+    np.testing.assert_allclose(f1.T_world_base, log.T_city_ego(t1) @ log.T_ego_base, atol=1e-9)
+    np.testing.assert_allclose(transform_points(f0.T_world_base, f0.lidar_xyz[:5].astype(np.float64)),
+                               transform_points(log.T_city_ego(t0), log.sweep(t0).xyz[:5].astype(np.float64)), atol=1e-4)
+    # the two stacked LiDARs sit about 1.35 m ahead of the rear axle and 1.9 m above the road
+    origin = f0.T_base_lidar[:3, 3]
+    assert 1.2 < origin[0] < 1.5 and abs(origin[1]) < 0.05 and 1.7 < origin[2] < 2.1
 
 
 def test_object_flow_of_a_static_world_is_zero():

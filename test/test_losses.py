@@ -167,7 +167,7 @@ def test_photometric_loss_backpropagates_into_weights_and_points():
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec  # noqa: E402
 from mv4d_core.render.sdf_grad import sdf_gradient, sdf_second_derivatives  # noqa: E402
 from mv4d_core.losses import (LOSS_NAMES, OCC_FREE, OCC_OCCUPIED, OCC_UNKNOWN, EdgeAwareSmoothnessLoss,  # noqa: E402
-                              EikonalLoss, FlowSmoothnessLoss, ForwardBackwardCycleLoss, HessianLoss,
+                              EikonalLoss, FlowSmoothnessLoss, HessianLoss,
                               LidarDepthLoss, LossConfig, LossSet, OccupancyFocalLoss, RenderedReconstructionLoss,
                               SparsityLoss, VolumeReconstructionLoss, WeightedLoss, apply_patch_mask,
                               build_loss_set, edge_aware_smoothness, fused_occupancy_labels, lidar_depth_image,
@@ -328,7 +328,7 @@ def test_edge_aware_smoothness_known_values():
     assert lattice.item() == pytest.approx(math.exp(-1) / 3, abs=1e-6)
 
 
-def test_flow_tv_sparsity_and_cycle_known_values():
+def test_flow_tv_and_sparsity_known_values():
     const = torch.zeros(1, 3, 4, 4, 2)
     const[:, 0] = 1.5
     assert FlowSmoothnessLoss()(const).item() == 0.0
@@ -337,9 +337,6 @@ def test_flow_tv_sparsity_and_cycle_known_values():
     step[:, 0, 2:] = 1.0                                                     # one jump along x
     # x-differences: 3 slices, one with |1| on channel 0 -> mean 1/9; y, z: 0 -> TV = (1/9)/3
     assert FlowSmoothnessLoss()(step).item() == pytest.approx(1 / 27, abs=1e-6)
-    cyc = ForwardBackwardCycleLoss(grid=VoxelGridSpec((0.0, 0.0, 0.0), (4.0, 4.0, 2.0), (1.0, 1.0, 1.0)))
-    assert cyc(const, -const).item() == pytest.approx(0.0, abs=1e-6)
-    assert cyc(const, const).item() == pytest.approx(3.0, abs=1e-5)         # |1.5 + 1.5|
 
 
 # ---------------------------------------------------------------- masked modelling

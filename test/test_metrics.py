@@ -249,3 +249,14 @@ def test_markdown_report_formats_model_and_baselines_in_order():
     assert md.index("| mv4d tiny |") < md.index("| baseline: x |")
     assert "| mv4d tiny | 0.500 | 0.500 | 1.000 | 0.500 | 1 |" in md
     assert "Scene flow" not in md
+
+
+def test_flow_at_points_reads_the_voxel_holding_each_point():
+    from mv4d_core.eval.scoring import flow_at_points
+
+    grid = VoxelGridSpec((0.0, 0.0, 0.0), (4.0, 2.0, 2.0), (1.0, 1.0, 1.0))      # (4, 2, 2)
+    flow = np.zeros(grid.shape + (3,), np.float32)
+    flow[..., 0] = np.arange(4, dtype=np.float32)[:, None, None]                # vx = voxel's x index
+    # both halves of a voxel read that voxel, not its neighbour; outside the grid reads 0
+    xyz = np.array([[2.1, 0.5, 0.5], [2.9, 0.5, 0.5], [0.05, 1.95, 1.95], [4.2, 0.5, 0.5], [-0.1, 0.5, 0.5]])
+    np.testing.assert_allclose(flow_at_points(flow, grid, xyz)[:, 0], [2, 2, 0, 0, 0])

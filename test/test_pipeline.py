@@ -138,6 +138,33 @@ def test_moving_output_holds_the_moving_occupied_voxels_with_velocity_and_arrows
     assert capped.arrows.shape == (1, 2, 3) and capped.moving is None
 
 
+class SoftGateBoxEngine(BoxEngine):
+    """BoxEngine whose gated flow leaks: 2 m/s x probability everywhere, probability 0.9 in one
+    occupied column and 0.2 elsewhere (a network's sigmoid is never exactly 0)."""
+
+    def infer(self, inputs):
+        out = super().infer(inputs)
+        motion = np.full(GRID.shape, 0.2, np.float32)
+        motion[10:12, 7, 1] = 0.9
+        out.flow_mps *= motion[..., None]
+        out.motion_prob = motion
+        return out
+
+
+def test_flow_is_published_where_the_motion_gate_says_moving_and_zero_elsewhere():
+    cfg = PerceptionConfig(camera_names=tuple(CAMS))
+    out = PerceptionPipeline(SoftGateBoxEngine(), cfg).process(make_frame())
+    moving = out.motion_prob >= 0.5
+    np.testing.assert_allclose(out.flow_mps[moving][:, 0], 1.8)           # the network's gated flow, unchanged
+    assert not out.flow_mps[~moving].any()                                # p = 0.2 < 0.5: static, flow 0
+    flow = output_arrays(out, cfg, {"flow"}).flow
+    assert len(flow) == 4                                                 # layout kept: every occupied voxel
+    np.testing.assert_allclose(sorted(flow["vx"].tolist()), [0.0, 0.0, 1.8, 1.8], rtol=1e-6)
+    lenient = PerceptionConfig.from_dict({"camera_names": CAMS, "flow.moving_min_prob": 0.1})
+    out = PerceptionPipeline(SoftGateBoxEngine(), lenient).process(make_frame())
+    np.testing.assert_allclose(out.flow_mps[~moving][:, 0], 0.4)
+
+
 def test_without_a_motion_gate_a_voxel_moves_when_its_speed_reaches_half_a_metre_per_second():
     cfg = PerceptionConfig(camera_names=tuple(CAMS))
     out = PerceptionPipeline(BoxEngine(), cfg).process(make_frame())      # 2 m/s everywhere, no motion_prob

@@ -8,8 +8,14 @@ Layout of one log folder (``<split>/<log_id>/``)::
     calibration/egovehicle_SE3_sensor.feather
     flow_labels.feather                    (scene-flow extracts) per point of the first sweep
 
-Frames: AV2's ``egovehicle`` frame is mv4d's ``base_link`` (x forward, y left, z up, on the
-ground at the rear axle); ``city`` is the world frame.
+Frames: AV2's ``egovehicle`` frame (x forward, y left, z up) has its origin at the centre of the
+rear axle, a wheel radius above the road; mv4d's ``base_link`` is that frame moved down onto the
+road (REP 105 / Autoware: origin on the ground under the rear axle), which is where the models'
+grids, ground priors and LiDAR origin expect it. The height comes from the log's ground-height map
+(``map/*_ground_height_surface____*.npy`` with its ``*___img_Sim2_city.json``) under the first ego
+pose, else :data:`NOMINAL_AXLE_HEIGHT_M`. :meth:`Av2Log.frame` is in base_link (points, pose,
+LiDAR origin from ``calibration/egovehicle_SE3_sensor.feather``); :meth:`Av2Log.sweep`,
+:meth:`Av2Log.T_city_ego` and the labels stay in AV2's ego frame. ``city`` is the world frame.
 
 Scene-flow labels: AV2 stores ``flow = p1 - p0`` with ``p0`` in the first sweep's ego frame and
 ``p1`` in the second's, so static points move by the ego motion (mv4d calls that
@@ -27,6 +33,11 @@ import numpy as np
 
 from mv4d_core.data.frame import FrameRecord, GroundTruth
 from mv4d_core.geometry.transforms import invert_transform, transform_from_quat, transform_points
+
+
+#: Rear-axle height above the road (m) when a log has no ground-height map: what the map of the
+#: Argoverse 2 sample log gives under its first pose (0.32 m).
+NOMINAL_AXLE_HEIGHT_M = 0.32
 
 
 class Av2Error(ValueError):
@@ -88,6 +99,46 @@ class Av2Log:
         self.lidar_stamps = sorted(int(f.stem) for f in lidar_dir.glob("*.feather"))
         if not self.lidar_stamps:
             raise Av2Error(f"no LiDAR sweeps in {lidar_dir}")
+        #: Height (m) of the ego origin above the road; base_link = ego frame moved down by it.
+        self.axle_height_m = self._ground_clearance(self._poses[0])
+        self.T_ego_base = np.eye(4)
+        self.T_ego_base[2, 3] = -self.axle_height_m
+        self.T_base_lidar = self._lidar_in_base()
+
+    def _ground_clearance(self, T_city_ego: np.ndarray) -> float:
+        """Ego origin height above the map's ground under it (:data:`NOMINAL_AXLE_HEIGHT_M` without a
+        usable map)."""
+        import json
+
+        heights = sorted((self.log_dir / "map").glob("*_ground_height_surface____*.npy"))
+        sim2 = sorted((self.log_dir / "map").glob("*___img_Sim2_city.json"))
+        if not heights or not sim2:
+            return NOMINAL_AXLE_HEIGHT_M
+        raster = np.load(heights[0]).astype(np.float64)
+        t = json.loads(sim2[0].read_text())
+        # city metres -> raster pixels (column, row): p_img = s (R p_city + t)
+        col, row = float(t["s"]) * (np.asarray(t["R"], np.float64).reshape(2, 2) @ T_city_ego[:2, 3]
+                                    + np.asarray(t["t"], np.float64))
+        r, c = int(np.floor(row)), int(np.floor(col))
+        patch = raster[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2]
+        if patch.size == 0 or not np.isfinite(patch).any():
+            return NOMINAL_AXLE_HEIGHT_M
+        return float(T_city_ego[2, 3] - np.nanmedian(patch))
+
+    def _lidar_in_base(self) -> np.ndarray | None:
+        """``(4, 4)`` base_link -> LiDAR with the mean position of the log's LiDARs (AV2 has two,
+        stacked; only the origin is used), or None without a calibration file."""
+        path = self.log_dir / "calibration" / "egovehicle_SE3_sensor.feather"
+        if not path.is_file():
+            return None
+        d = _read(path, ("sensor_name", "tx_m", "ty_m", "tz_m"))
+        lidar = np.array(["lidar" in str(n) for n in d["sensor_name"]])
+        if not lidar.any():
+            return None
+        T = np.eye(4)
+        T[:3, 3] = [float(d[k][lidar].mean()) for k in ("tx_m", "ty_m", "tz_m")]
+        T[2, 3] += self.axle_height_m
+        return T
 
     @property
     def log_id(self) -> str:
@@ -120,8 +171,9 @@ class Av2Log:
                                d["is_ground_0"].astype(bool), T)
 
     def frame(self, stamp_ns: int, with_flow: bool = True) -> FrameRecord:
-        """A camera-less :class:`FrameRecord` of one sweep; for the first sweep of a log with
-        labels, ``gt.point_flow_m`` holds the object flow (mv4d convention, ego motion removed)."""
+        """A camera-less :class:`FrameRecord` of one sweep in base_link (see the module docstring);
+        for the first sweep of a log with labels, ``gt.point_flow_m`` holds the object flow (mv4d
+        convention, ego motion removed; a displacement, the same in the ego frame and base_link)."""
         s = self.sweep(stamp_ns)
         gt = None
         if with_flow and stamp_ns == self.lidar_stamps[0] and (self.log_dir / "flow_labels.feather").is_file():
@@ -132,8 +184,10 @@ class Av2Log:
                              point_flow_includes_ego=False)
         return FrameRecord(stamp_ns=int(stamp_ns), camera_names=[], images=np.zeros((0, 1, 1, 3), np.uint8),
                            intrinsics=np.zeros((0, 3, 3)), T_base_cam=np.zeros((0, 4, 4)),
-                           T_world_base=self.T_city_ego(stamp_ns), lidar_xyz=s.xyz, lidar_intensity=s.intensity,
-                           lidar_time_offset_s=s.time_offset_s, gt=gt, source=f"av2:{self.log_id}")
+                           T_world_base=self.T_city_ego(stamp_ns) @ self.T_ego_base,
+                           lidar_xyz=s.xyz + np.float32(self.axle_height_m) * np.array([0, 0, 1], np.float32),
+                           lidar_intensity=s.intensity, lidar_time_offset_s=s.time_offset_s,
+                           T_base_lidar=self.T_base_lidar, gt=gt, source=f"av2:{self.log_id}")
 
 
 def object_flow(xyz0: np.ndarray, flow_with_ego_m: np.ndarray, T_ego1_ego0: np.ndarray) -> np.ndarray:

@@ -4,9 +4,10 @@ Methods scored on a sweep pair, under the Argoverse 2 protocol (points within 50
 ego, ground removed; dynamic = AV2's flag, >= 0.5 m/s; foreground = inside a labelled object;
 Threeway EPE = mean of the foreground-dynamic, foreground-static and background EPEs):
 
-* ``model``: a fusion network run on its LiDAR branch alone (no cameras), sweep 1 as the current
-  sweep and sweep 0 as the previous one, so the motion between them is in its input; its published
-  flow (occupied voxels) at each sweep-0 point, moved into base_link 1, times the interval;
+* ``model``: a fusion network run through the perception pipeline on its LiDAR branch alone (no
+  cameras), sweep 1 as the current sweep and sweep 0 as the previous one, so the motion between them
+  is in its input; its published flow (occupied moving voxels, as ``mv4d eval`` scores it) at each
+  sweep-0 point, moved into base_link 1, times the interval;
 * ``baseline: zero``; ``baseline: nearest_neighbour`` (each point to its nearest ego-compensated
   point of sweep 1); ``baseline: cluster_icp`` (the flow teacher of training,
   :func:`mv4d_core.geometry.scene_flow.cluster_rigid_flow`);
@@ -15,7 +16,8 @@ Threeway EPE = mean of the foreground-dynamic, foreground-static and background 
   optimised at test time on the pair, on the model's own flow representation (a ``(3, X, Y, Z)`` m/s
   volume, sampled trilinearly).
 
-No method reads the labels; they only score.
+Every method works in mv4d's base_link (:mod:`mv4d_core.data.argoverse2`: on the road, not at the
+rear axle). No method reads the labels; they only score.
 """
 
 from __future__ import annotations
@@ -119,34 +121,26 @@ def threeway(pred_m: np.ndarray, gt_m: np.ndarray, dynamic: np.ndarray, foregrou
     return out
 
 
-def network_flow(engine, xyz0: np.ndarray, intensity0, xyz1: np.ndarray, intensity1, T_world_0: np.ndarray,
-                 T_world_1: np.ndarray, stamp0: int, stamp1: int) -> np.ndarray:
-    """``(P, 3)`` displacement (base_link 0) of each sweep-0 point from a fusion engine run on its LiDAR
-    branch alone: current sweep 1, previous sweep 0 (see the module docstring)."""
-    from mv4d_core.engines import EngineInputs
-    from mv4d_core.eval.scoring import flow_at_points
+def network_flow(engine, frame0, frame1) -> np.ndarray:
+    """``(P, 3)`` displacement (base_link 0) of each point of ``frame0`` from a fusion engine run on its
+    LiDAR branch alone through the perception pipeline (camera-less frames: sweep 0, then sweep 1 as
+    the current one with sweep 0 as its previous), read from its published flow as
+    :mod:`mv4d_core.eval.scoring` reads it."""
+    from mv4d_core.eval.scoring import flow_at_points, published_prediction
     from mv4d_core.geometry.transforms import invert_transform, transform_points
-    from mv4d_core.models.lidar_inputs import Sweep, build_lidar_inputs, lidar_origin
+    from mv4d_core.pipeline import PerceptionConfig, PerceptionPipeline
 
     spec = engine.spec
     if spec.lidar is None:
         raise ValueError(f"engine {spec.name!r} has no LiDAR input: the network cannot run without cameras")
-    h, w = spec.image_hw
-    built = build_lidar_inputs(Sweep(xyz1, intensity1, T_world_1, stamp1), [Sweep(xyz0, intensity0, T_world_0, stamp0)],
-                               lidar_origin(None), np.zeros((0, 3, 3)), np.zeros((0, 4, 4)), (h, w), spec.lidar,
-                               spec.grid)
-    if built is None:
-        return np.zeros((len(xyz0), 3), np.float32)
-    engine.reset()
-    inputs = EngineInputs(np.zeros((0, 3, h, w), np.float32), np.zeros((0, 3, 3), np.float32),
-                          np.zeros((0, 4, 4), np.float32), None, *built)
-    out = engine.infer(inputs)
-    occupied = np.isfinite(out.occupancy_prob) & (out.occupancy_prob >= 0.5)
-    flow = np.where(occupied[..., None], out.flow_mps, 0.0)
-    T_1_0 = invert_transform(np.asarray(T_world_1, np.float64)) @ np.asarray(T_world_0, np.float64)
-    p_in1 = transform_points(T_1_0, np.asarray(xyz0, np.float64))
-    v1 = flow_at_points(flow, spec.grid, p_in1)                            # m/s along base_link 1 axes
-    dt = (stamp1 - stamp0) * 1e-9
+    cfg = PerceptionConfig()
+    pipe = PerceptionPipeline(engine, cfg)
+    pipe.process(frame0)
+    pred = published_prediction(pipe.process(frame1), cfg)
+    T_1_0 = invert_transform(np.asarray(frame1.T_world_base, np.float64)) @ np.asarray(frame0.T_world_base, np.float64)
+    p_in1 = transform_points(T_1_0, np.asarray(frame0.lidar_xyz, np.float64))
+    v1 = flow_at_points(pred.flow_mps, pred.grid, p_in1)                   # m/s along base_link 1 axes
+    dt = (frame1.stamp_ns - frame0.stamp_ns) * 1e-9
     return (v1.astype(np.float64) @ T_1_0[:3, :3] * dt).astype(np.float32)   # R^T v: base_link 0 axes
 
 
@@ -166,19 +160,19 @@ def evaluate_av2_log(log_dir, grid: VoxelGridSpec, cfg: FlowFitConfig = FlowFitC
     if f0.gt is None or f0.gt.point_flow_m is None:
         raise ValueError(f"{log_dir}: no flow_labels.feather to score against")
     from mv4d_core.geometry.scene_flow import cluster_rigid_flow, nearest_neighbour_flow
-    from mv4d_core.geometry.transforms import transform_points
+    from mv4d_core.geometry.transforms import invert_transform, transform_points
 
     labels = log.flow_labels()
-    s1 = log.sweep(t1)
-    xyz0, xyz1 = f0.lidar_xyz, s1.xyz
+    f1 = log.frame(t1, with_flow=False)
+    xyz0, xyz1 = f0.lidar_xyz, f1.lidar_xyz          # base_link of each sweep's time
     dt = (t1 - t0) * 1e-9
-    vol, history = fit_flow_volume(xyz0, xyz1, labels.T_ego1_ego0, dt, grid, cfg, progress)
+    T_1_0 = invert_transform(f1.T_world_base) @ f0.T_world_base
+    vol, history = fit_flow_volume(xyz0, xyz1, T_1_0, dt, grid, cfg, progress)
     gt = f0.gt.point_flow_m
-    xyz1_in0 = transform_points(np.linalg.inv(labels.T_ego1_ego0), xyz1.astype(np.float64))
+    xyz1_in0 = transform_points(invert_transform(T_1_0), xyz1.astype(np.float64))
     methods = {}
     if engine is not None:
-        methods["model"] = network_flow(engine, xyz0, f0.lidar_intensity, xyz1, s1.intensity, f0.T_world_base,
-                                        log.T_city_ego(t1), t0, t1)
+        methods["model"] = network_flow(engine, f0, f1)
     methods.update({"baseline: zero": np.zeros_like(gt),
                     "baseline: nearest_neighbour": nearest_neighbour_flow(xyz0, xyz1_in0),
                     "baseline: cluster_icp": cluster_rigid_flow(xyz0, xyz1_in0),

@@ -89,8 +89,7 @@ def labels_on_grid(labels: np.ndarray, src: VoxelGridSpec, dst: VoxelGridSpec, f
 
 def flow_at_points(flow_mps: np.ndarray, grid: VoxelGridSpec, xyz: np.ndarray) -> np.ndarray:
     """``(P, 3)`` m/s of the voxel holding each point (zero outside the grid)."""
-    idx = np.floor(grid.metric_to_index(np.asarray(xyz, np.float64))).astype(np.int64)
-    inside = np.all((idx >= 0) & (idx < np.asarray(grid.shape)), axis=1)
+    idx, inside = grid.points_to_voxels(np.asarray(xyz, np.float64))
     out = np.zeros((len(idx), 3), np.float32)
     out[inside] = flow_mps[tuple(idx[inside].T)]
     return out

@@ -15,8 +15,8 @@ from mv4d_core.losses.occupancy_focal import (OCC_FREE, OCC_OCCUPIED, OCC_UNKNOW
 from mv4d_core.losses.photometric import INVALID_COST, PhotometricLoss, PhotometricTerms, photometric_terms, sample_images
 from mv4d_core.losses.render_consistency import DepthConsistencyLoss, RenderedRGBLoss, depth_to_points_base
 from mv4d_core.losses.regularizers import (EdgeAwareSmoothnessLoss, EikonalLoss, FlowSmoothnessLoss,
-                                           ForwardBackwardCycleLoss, HessianLoss, SparsityLoss, edge_aware_smoothness,
-                                           flow_total_variation, forward_backward_cycle, interior_mask)
+                                           HessianLoss, SparsityLoss, edge_aware_smoothness, flow_total_variation,
+                                           interior_mask)
 from mv4d_core.losses.ssim import SSIM, ssim_dissimilarity, ssim_map
 
 __all__ = [n for n in dir() if not n.startswith("_")]

@@ -2,8 +2,9 @@
 
 A weight of 0 leaves a loss out of the :class:`LossSet` (so its inputs need not exist).
 Defaults are camera-only (photometric reprojection, rendered RGB, Eikonal/Hessian, smoothness and
-flow priors, after SelfOcc); LiDAR terms, depth-head consistency, forward-backward cycle and masked
-reconstruction are off until a recipe switches them on.
+flow priors, after SelfOcc); LiDAR terms, depth-head consistency and masked reconstruction are off
+until a recipe switches them on. The LiDAR scene-flow terms (Chamfer, road prior, forward-backward
+cycle, teacher distillation) are recipe terms of :class:`mv4d_core.training.config.ExtraLossConfig`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from mv4d_core.losses.occupancy_focal import OccupancyFocalLoss
 from mv4d_core.losses.photometric import PhotometricLoss
 from mv4d_core.losses.render_consistency import DepthConsistencyLoss, RenderedRGBLoss
 from mv4d_core.losses.regularizers import (EdgeAwareSmoothnessLoss, EikonalLoss, FlowSmoothnessLoss,
-                                           ForwardBackwardCycleLoss, HessianLoss, SparsityLoss)
+                                           HessianLoss, SparsityLoss)
 
 #: LossSet names in build order.
 LOSS_NAMES = ("photometric", "rgb", "depth_consistency", "lidar_depth", "occupancy_focal", "eikonal", "hessian",
               "edge_smoothness",
-              "flow_smoothness", "flow_sparsity", "flow_cycle", "volume_reconstruction",
+              "flow_smoothness", "flow_sparsity", "volume_reconstruction",
               "rendered_reconstruction")
 
 
@@ -61,8 +62,7 @@ BATCH_KEYS: dict[str, str] = {
     "sdf_mask": "(B, X, Y, Z) bool, optional region for Eikonal/Hessian",
     "flow_mps": "(B, 3, X, Y, Z) float, voxel flow, base_link, m/s",
     "flow_mask": "(B, X, Y, Z) bool, optional",
-    "flow_fwd_m": "(B, 3, X, Y, Z) float, displacement t -> t+1, current base_link, m",
-    "flow_bwd_m": "(B, 3, X, Y, Z) float, displacement t+1 -> t, moved into the current frame, m",
+    "next_flow_mps": "(B, 3, X, Y, Z) float, frame t+1's voxel flow (no gradient), base_link t+1, m/s",
     "key_volume_reconstructed": "(B, C, X, Y, Z), key-frame volume rebuilt from warped neighbours",
     "key_volume": "(B, C, X, Y, Z), directly encoded key-frame volume (target, detached)",
     "key_volume_valid": "(B, 1, X, Y, Z), optional, from warp_neighbours_to_key",
@@ -88,7 +88,6 @@ class LossConfig:
     edge_smoothness: float = 0.01
     flow_smoothness: float = 0.05
     flow_sparsity: float = 0.01
-    flow_cycle: float = 0.0
     volume_reconstruction: float = 0.0
     rendered_reconstruction: float = 0.0
     #: ``{loss name: first training step}``; missing names start at step 0.
@@ -148,7 +147,6 @@ def build_loss_set(cfg: LossConfig, grid: VoxelGridSpec = TINY) -> LossSet:
         "edge_smoothness": lambda: EdgeAwareSmoothnessLoss(**kw("edge_smoothness")),
         "flow_smoothness": lambda: FlowSmoothnessLoss(**kw("flow_smoothness")),
         "flow_sparsity": lambda: SparsityLoss(**kw("flow_sparsity")),
-        "flow_cycle": lambda: ForwardBackwardCycleLoss(**kw("flow_cycle"), grid=grid),
         "volume_reconstruction": lambda: VolumeReconstructionLoss(**kw("volume_reconstruction")),
         "rendered_reconstruction": lambda: RenderedReconstructionLoss(
             **kw("rendered_reconstruction"), rgb_weight=cfg.recon_rgb_weight, depth_weight=cfg.recon_depth_weight),

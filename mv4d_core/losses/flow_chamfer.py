@@ -25,7 +25,7 @@ import torch
 from mv4d_core.geometry.transforms import transform_points
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 from mv4d_core.losses.base import WeightedLoss
-from mv4d_core.render.field import sample_volume
+from mv4d_core.render.field import sample_volume, voxel_values
 
 
 def truncated_chamfer(src: torch.Tensor, dst: torch.Tensor, truncate_m: float = 2.0) -> torch.Tensor:
@@ -39,18 +39,49 @@ def truncated_chamfer(src: torch.Tensor, dst: torch.Tensor, truncate_m: float = 
     return fwd.mean() + bwd.mean()
 
 
-def point_displacement(flow_mps: torch.Tensor, points: torch.Tensor, grid: VoxelGridSpec, dt_s: float) -> torch.Tensor:
-    """The flow volume ``(3, X, Y, Z)`` m/s read trilinearly at ``points`` ``(P, 3)`` times ``dt_s``:
-    each point's displacement ``(P, 3)`` in metres (the read every flow loss makes)."""
-    return sample_volume(flow_mps[None], points[None].to(flow_mps.dtype), grid)[0] * dt_s
+#: How a flow loss reads the flow volume at a point: ``trilinear`` (interpolated between voxel
+#: centres) or ``voxel`` (the value of the voxel holding the point: what the published per-voxel flow
+#: says about it, so the trained quantity is the published one).
+FLOW_READS: tuple[str, ...] = ("trilinear", "voxel")
+
+
+def point_displacement(flow_mps: torch.Tensor, points: torch.Tensor, grid: VoxelGridSpec, dt_s: float,
+                       read: str = "trilinear") -> torch.Tensor:
+    """The flow volume ``(3, X, Y, Z)`` m/s read at ``points`` ``(P, 3)`` (``read``, see
+    :data:`FLOW_READS`) times ``dt_s``: each point's displacement ``(P, 3)`` in metres (the read every
+    flow loss makes)."""
+    pts = points[None].to(flow_mps.dtype)
+    if read == "trilinear":
+        return sample_volume(flow_mps[None], pts, grid)[0] * dt_s
+    if read == "voxel":
+        return voxel_values(flow_mps[None], pts, grid)[0] * dt_s
+    raise ValueError(f"unknown flow read {read!r} ({' | '.join(FLOW_READS)})")
 
 
 def moved_points(flow_mps: torch.Tensor, points: torch.Tensor, grid: VoxelGridSpec, dt_s: float,
-                 T_next_cur: torch.Tensor) -> torch.Tensor:
+                 T_next_cur: torch.Tensor, read: str = "trilinear") -> torch.Tensor:
     """Points ``(P, 3)`` of frame t (base_link t) moved by the flow volume ``(3, X, Y, Z)`` over
     ``dt_s`` and expressed in base_link t+1 (``T_next_cur`` (4, 4)) -> ``(P, 3)``."""
-    moved = points.to(flow_mps.dtype) + point_displacement(flow_mps, points, grid, dt_s)
+    moved = points.to(flow_mps.dtype) + point_displacement(flow_mps, points, grid, dt_s, read)
     return transform_points(T_next_cur.to(flow_mps.dtype), moved)
+
+
+def cycle_error(flow_mps: torch.Tensor, next_flow_mps: torch.Tensor, points: torch.Tensor, grid: VoxelGridSpec,
+                dt_s: float, T_next_cur: torch.Tensor, read: str = "trilinear") -> torch.Tensor:
+    """Forward-backward cycle error ``(P,)`` (m, L1 over x, y, z) of frame-t points ``(P, 3)``.
+
+    Forward: ``p -> p' = p + v_t(p) dt`` (``flow_mps`` of frame t, base_link t). Backward: frame t+1's
+    flow ``next_flow_mps`` is the velocity of its content, so the content at ``p'`` came from
+    ``p' - v_{t+1}(p') dt``; read in base_link t+1 at ``T_next_cur p'`` and rotated back into base_link
+    t axes. The cycle closes (error 0) when ``v_t(p) = v_{t+1}(p')`` in world-aligned axes: what a
+    rigid mover at constant velocity does, and what a flow that only sometimes sees the motion
+    does not."""
+    fwd = point_displacement(flow_mps, points, grid, dt_s, read)
+    T = T_next_cur.to(flow_mps.dtype)
+    q = transform_points(T, points.to(flow_mps.dtype) + fwd)
+    bwd_next = -point_displacement(next_flow_mps, q, grid, dt_s, read)             # base_link t+1 axes
+    bwd = bwd_next @ T[:3, :3]                                                       # R^T v: base_link t axes
+    return (fwd + bwd).abs().sum(1)
 
 
 class ChamferFlowLoss(WeightedLoss):
@@ -62,10 +93,11 @@ class ChamferFlowLoss(WeightedLoss):
                      "T_next_cur": "T_next_cur", "dt_s": "next_dt_s"}
 
     def __init__(self, weight: float = 1.0, enable_after: int = 0, reads=None, *, grid: VoxelGridSpec,
-                 truncate_m: float = 2.0):
+                 truncate_m: float = 2.0, read: str = "trilinear"):
         super().__init__(weight, enable_after, reads)
         self.grid = grid
         self.truncate_m = truncate_m
+        self.read = read
 
     def forward(self, flow_mps: torch.Tensor, src_points: Sequence[torch.Tensor], dst_points: Sequence[torch.Tensor],
                 T_next_cur: torch.Tensor, dt_s: torch.Tensor) -> torch.Tensor:
@@ -74,7 +106,7 @@ class ChamferFlowLoss(WeightedLoss):
             raise ValueError(f"ChamferFlowLoss: {len(src_points)}/{len(dst_points)} point sets for a batch of {B}")
         terms = []
         for b in range(B):
-            moved = moved_points(flow_mps[b], src_points[b], self.grid, float(dt_s[b]), T_next_cur[b])
+            moved = moved_points(flow_mps[b], src_points[b], self.grid, float(dt_s[b]), T_next_cur[b], self.read)
             terms.append(truncated_chamfer(moved, dst_points[b].to(moved.dtype), self.truncate_m))
         return torch.stack(terms).mean()
 
@@ -91,9 +123,11 @@ class GroundStaticFlowLoss(WeightedLoss):
 
     default_reads = {"flow_mps": "flow_mps", "ground_points": "ground_points", "dt_s": "next_dt_s"}
 
-    def __init__(self, weight: float = 1.0, enable_after: int = 0, reads=None, *, grid: VoxelGridSpec):
+    def __init__(self, weight: float = 1.0, enable_after: int = 0, reads=None, *, grid: VoxelGridSpec,
+                 read: str = "trilinear"):
         super().__init__(weight, enable_after, reads)
         self.grid = grid
+        self.read = read
 
     def forward(self, flow_mps: torch.Tensor, ground_points: Sequence[torch.Tensor], dt_s: torch.Tensor) -> torch.Tensor:
         B = flow_mps.shape[0]
@@ -105,8 +139,42 @@ class GroundStaticFlowLoss(WeightedLoss):
             if p.numel() == 0:
                 terms.append(flow_mps[b].sum() * 0)
                 continue
-            d = point_displacement(flow_mps[b], p, self.grid, float(dt_s[b]))         # (G, 3) m
+            d = point_displacement(flow_mps[b], p, self.grid, float(dt_s[b]), self.read)   # (G, 3) m
             terms.append(d.square().sum(1).mean())
+        return torch.stack(terms).mean()
+
+
+class FlowCycleLoss(WeightedLoss):
+    """``forward(flow_mps, next_flow_mps (B, 3, X, Y, Z), points [B x (P_b, 3)], T_next_cur (B, 4, 4),
+    dt_s (B,))`` -> mean over the batch of the mean :func:`cycle_error` (m) of frame t's points.
+
+    ``next_flow_mps`` is frame t+1's prediction, a target (the training step computes it without
+    gradient): the term asks frame t's flow to agree with what the network says one frame later
+    along the trajectory it predicts."""
+
+    default_reads = {"flow_mps": "flow_mps", "next_flow_mps": "next_flow_mps", "points": "chamfer_src",
+                     "T_next_cur": "T_next_cur", "dt_s": "next_dt_s"}
+
+    def __init__(self, weight: float = 1.0, enable_after: int = 0, reads=None, *, grid: VoxelGridSpec,
+                 read: str = "trilinear"):
+        super().__init__(weight, enable_after, reads)
+        self.grid = grid
+        self.read = read
+
+    def forward(self, flow_mps: torch.Tensor, next_flow_mps: torch.Tensor, points: Sequence[torch.Tensor],
+                T_next_cur: torch.Tensor, dt_s: torch.Tensor) -> torch.Tensor:
+        B = flow_mps.shape[0]
+        if len(points) != B or next_flow_mps.shape != flow_mps.shape:
+            raise ValueError(f"FlowCycleLoss: {len(points)} point sets and a next flow of {tuple(next_flow_mps.shape)} "
+                             f"for flow {tuple(flow_mps.shape)}")
+        terms = []
+        for b in range(B):
+            if points[b].numel() == 0:
+                terms.append(flow_mps[b].sum() * 0)
+                continue
+            err = cycle_error(flow_mps[b], next_flow_mps[b].detach(), points[b], self.grid, float(dt_s[b]),
+                              T_next_cur[b], self.read)
+            terms.append(err.mean())
         return torch.stack(terms).mean()
 
 

@@ -27,9 +27,11 @@ class FlowDistillationLoss(WeightedLoss):
                      "dt_s": "next_dt_s"}
 
     def __init__(self, weight: float = 1.0, enable_after: int = 0, reads=None, *, grid: VoxelGridSpec,
-                 moving_weight: float = 10.0, moving_threshold_m: float = 0.05, delta_m: float = 0.1):
+                 moving_weight: float = 10.0, moving_threshold_m: float = 0.05, delta_m: float = 0.1,
+                 read: str = "trilinear"):
         super().__init__(weight, enable_after, reads)
         self.grid = grid
+        self.read = read
         self.moving_weight = moving_weight
         self.moving_threshold_m = moving_threshold_m
         self.delta_m = delta_m
@@ -46,7 +48,7 @@ class FlowDistillationLoss(WeightedLoss):
                 terms.append(flow_mps[b].sum() * 0)
                 continue
             t = target_m[b].to(flow_mps.dtype)
-            pred = point_displacement(flow_mps[b], p, self.grid, float(dt_s[b]))
+            pred = point_displacement(flow_mps[b], p, self.grid, float(dt_s[b]), self.read)
             err = F.huber_loss(pred, t, delta=self.delta_m, reduction="none").sum(1)
             w = torch.where(t.norm(dim=1) >= self.moving_threshold_m, self.moving_weight, 1.0)
             terms.append((err * w).sum() / w.sum())

@@ -13,7 +13,6 @@ import torch
 
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 from mv4d_core.losses.base import WeightedLoss
-from mv4d_core.render.field import sample_volume
 from mv4d_core.render.sdf_grad import eikonal_residual, sdf_second_derivatives
 
 
@@ -186,40 +185,3 @@ class SparsityLoss(WeightedLoss):
         if mask is not None and mask.dim() == a.dim() - 1:
             mask = mask[:, None]
         return _masked_mean(a, mask)
-
-
-def forward_backward_cycle(flow_fwd_m: torch.Tensor, flow_bwd_m: torch.Tensor, grid: VoxelGridSpec,
-                           mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Cycle consistency ``mean |f_fwd(x) + f_bwd(x + f_fwd(x))|_1`` over voxel centres ``x``.
-
-    Both fields are displacements in metres ``(B, 3, X, Y, Z)`` on ``grid`` in one frame (move
-    the backward field into the current frame first); ``f_bwd`` is read trilinearly (border
-    values outside). Zero for ``f_bwd = -f_fwd`` constant fields.
-    """
-    if flow_fwd_m.shape != flow_bwd_m.shape or flow_fwd_m.dim() != 5 or flow_fwd_m.shape[1] != 3:
-        raise ValueError(f"flows must both be (B, 3, X, Y, Z), got {tuple(flow_fwd_m.shape)} and "
-                         f"{tuple(flow_bwd_m.shape)}")
-    B, _, X, Y, Z = flow_fwd_m.shape
-    if (X, Y, Z) != grid.shape:
-        raise ValueError(f"flow volumes {(X, Y, Z)} do not match the grid {grid.shape}")
-    centres = torch.as_tensor(grid.centers(), dtype=flow_fwd_m.dtype, device=flow_fwd_m.device).reshape(1, -1, 3)
-    f = flow_fwd_m.flatten(2).permute(0, 2, 1)                 # (B, XYZ, 3)
-    back = sample_volume(flow_bwd_m, centres + f, grid)
-    err = (f + back).abs().sum(-1).reshape(B, X, Y, Z)
-    return _masked_mean(err, mask)
-
-
-class ForwardBackwardCycleLoss(WeightedLoss):
-    """``forward(flow_fwd_m, flow_bwd_m (B, 3, X, Y, Z), mask (B, X, Y, Z) | None)`` ->
-    :func:`forward_backward_cycle` on the ``grid`` given at construction."""
-
-    default_reads = {"flow_fwd_m": "flow_fwd_m", "flow_bwd_m": "flow_bwd_m", "mask": "flow_mask"}
-    optional_reads = frozenset({"mask"})
-
-    def __init__(self, weight: float = 0.1, enable_after: int = 0, reads=None, *, grid: VoxelGridSpec):
-        super().__init__(weight, enable_after, reads)
-        self.grid = grid
-
-    def forward(self, flow_fwd_m: torch.Tensor, flow_bwd_m: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        return forward_backward_cycle(flow_fwd_m, flow_bwd_m, self.grid, mask)

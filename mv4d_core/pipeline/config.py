@@ -145,8 +145,9 @@ class PointsConfig:
 @dataclass(frozen=True)
 class FlowConfig:
     min_speed_mps: float = param(0.0, "Occupied voxels slower than this are left out of ~/output/flow.", minimum=0.0)
-    moving_min_prob: float = param(0.5, "Motion probability an occupied voxel needs to be in ~/output/moving (the "
-                                        "model's motion gate; 0 or 1 from the speed for models without one).",
+    moving_min_prob: float = param(0.5, "Motion probability from which a voxel counts as moving (the model's motion "
+                                        "gate; 0 or 1 from the speed for models without one): below it its flow is "
+                                        "published as 0, and only moving voxels are in ~/output/moving.",
                                    exclusive_minimum=0.0, maximum=1.0)
     moving_min_speed_mps: float = param(0.5, "Speed (m/s) an occupied voxel needs to be in ~/output/moving.",
                                         minimum=0.0)

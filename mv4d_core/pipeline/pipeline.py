@@ -174,12 +174,13 @@ class PerceptionPipeline:
         colors, Kd = resize_cameras(pre.images_rgb, pre.inputs.intrinsics, dh, dw)
         xyz, rgb, cam = backproject_depth(depth, Kd, frame.T_base_cam, colors, stride=cfg.points.stride,
                                           max_depth_m=cfg.points.max_depth_m)
+        motion = None if out.motion_prob is None else np.asarray(out.motion_prob, np.float32)
         return PerceptionOutputs(
             stamp_ns=int(frame.stamp_ns), frame_id=cfg.base_frame, grid=grid, occupancy_prob=prob,
             occupied=occupied, camera_names=list(frame.camera_names), depth_m=depth,
             depth_intrinsics=Kd, T_base_cam=np.asarray(frame.T_base_cam, np.float64), points_xyz=xyz,
-            points_rgb=rgb, points_camera=cam, flow_mps=np.asarray(out.flow_mps, np.float32),
-            motion_prob=None if out.motion_prob is None else np.asarray(out.motion_prob, np.float32))
+            points_rgb=rgb, points_camera=cam, flow_mps=gated_flow(out.flow_mps, motion, cfg.flow.moving_min_prob),
+            motion_prob=motion)
 
     def process(self, frame: FrameRecord, pose_known: bool = True) -> PerceptionOutputs:
         """Run one frame. Raises :class:`FrameError` for frames that do not fit (nothing is changed then).
@@ -221,6 +222,19 @@ class PerceptionPipeline:
         self.stats.temporal_frames += int(raw.fused_previous)
         self.timings = Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return out
+
+
+def gated_flow(flow_mps: np.ndarray, motion_prob: np.ndarray | None, min_prob: float) -> np.ndarray:
+    """``flow_mps`` (X, Y, Z, 3), zero where ``motion_prob`` (X, Y, Z) is below ``min_prob``.
+
+    The gate's probability read as a decision: for a voxel believed static with probability
+    ``1 - p`` and moving with velocity ``v`` with probability ``p``, the point estimate with the least
+    expected end-point error is the likelier of ``0`` and ``v``. The published value where it moves is
+    the network's gated flow (the quantity its flow losses train)."""
+    flow = np.asarray(flow_mps, np.float32)
+    if motion_prob is None:
+        return flow
+    return np.where((np.asarray(motion_prob) >= min_prob)[..., None], flow, np.float32(0.0)).astype(np.float32)
 
 
 @dataclass

@@ -54,3 +54,20 @@ def _sample_gather(volume: torch.Tensor, points: torch.Tensor, grid: VoxelGridSp
                 idx = ((ix * Y + iy) * Z + iz).view(B, 1, P).expand(B, C, P)
                 out = out + torch.gather(flat, 2, idx) * (wx * wy * wz).view(B, 1, P)
     return out.transpose(1, 2)
+
+
+def voxel_values(volume: torch.Tensor, points: torch.Tensor, grid: VoxelGridSpec) -> torch.Tensor:
+    """``volume`` (B, C, X, Y, Z), ``points`` (B, P, 3) metres -> ``(B, P, C)``: the value of the voxel
+    holding each point (0 outside the grid), the way a subscriber reads a per-voxel output such as
+    the published flow. Differentiable in ``volume``, not in ``points``."""
+    B, C, X, Y, Z = volume.shape
+    P = points.shape[1]
+    lo = points.new_tensor(grid.range_min)
+    vs = points.new_tensor(grid.voxel_size)
+    dims = torch.tensor((X, Y, Z), device=points.device)
+    idx = torch.floor((points.detach() - lo) / vs).long()
+    inside = ((idx >= 0) & (idx < dims)).all(-1) & torch.isfinite(points).all(-1)             # (B, P)
+    idx = torch.where(inside[..., None], idx, torch.zeros_like(idx))
+    flat_idx = ((idx[..., 0] * Y + idx[..., 1]) * Z + idx[..., 2]).view(B, 1, P).expand(B, C, P)
+    out = torch.gather(volume.reshape(B, C, X * Y * Z), 2, flat_idx) * inside.view(B, 1, P).to(volume.dtype)
+    return out.transpose(1, 2)

@@ -152,6 +152,11 @@ class ExtraLossConfig:
       :class:`~mv4d_core.losses.flow_chamfer.GroundStaticFlowLoss` for why squared). The Chamfer term drops ground points (a flat road matches itself under any
       in-plane shift), so without this term nothing but the global sparsity prior holds the flow
       of the most common surface at zero.
+    * ``flow_cycle``: forward-backward cycle consistency of the flow at frame t's non-ground LiDAR
+      points against the network's own flow of frame t+1 (a second forward, without gradient, on
+      frame t+1's cameras and sweep; :class:`~mv4d_core.losses.flow_chamfer.FlowCycleLoss`).
+    * ``flow_point_read``: how every flow term reads the flow volume at a point, ``trilinear`` or
+      ``voxel`` (the voxel holding the point: the value the published per-voxel flow gives it).
 
     The focal occupancy loss reads the model's own occupancy logit ``(margin - sdf) * inv_s``
     (``model.occupancy_sdf_margin_m``), so training and the published occupancy share one rule.
@@ -168,14 +173,22 @@ class ExtraLossConfig:
     #: Distillation of the flow teacher's pseudo-labels (:mod:`mv4d_core.losses.flow_distill`).
     flow_distill: float = 0.0
     flow_distill_moving_weight: float = 10.0
+    flow_cycle: float = 0.0
+    flow_point_read: str = "trilinear"
     chamfer_points: int = 2048
     chamfer_truncate_m: float = 2.0
     chamfer_ground_z_m: float = 0.3
 
     def validate(self) -> None:
-        for name in ("flow_chamfer", "flow_ground_static", "lidar_depth_head", "flow_distill", "depth_residual"):
+        for name in ("flow_chamfer", "flow_ground_static", "lidar_depth_head", "flow_distill", "depth_residual",
+                     "flow_cycle"):
             if getattr(self, name) < 0:
                 raise ValueError(f"extra_losses.{name} must be >= 0, got {getattr(self, name)}")
+        from mv4d_core.losses.flow_chamfer import FLOW_READS
+
+        if self.flow_point_read not in FLOW_READS:
+            raise ValueError(f"extra_losses.flow_point_read must be {' | '.join(FLOW_READS)}, "
+                             f"got {self.flow_point_read!r}")
 
 
 @dataclass

@@ -32,7 +32,7 @@ from mv4d_core.losses.lidar_depth import LidarDepthLoss
 from mv4d_core.models.heads import occupancy_logits_from_sdf
 from mv4d_core.models.inputs import ModelInputs
 from mv4d_core.render import lattice_rays, rays_from_cameras, render_rays, sample_volume
-from mv4d_core.losses.flow_chamfer import ChamferFlowLoss, GroundStaticFlowLoss
+from mv4d_core.losses.flow_chamfer import ChamferFlowLoss, FlowCycleLoss, GroundStaticFlowLoss
 from mv4d_core.losses.flow_distill import FlowDistillationLoss
 from mv4d_core.losses.regularizers import SparsityLoss
 from mv4d_core.training.trainer import StepResult
@@ -66,15 +66,19 @@ class SelfSupervisedStep:
         grid = train_cfg.model.grid
         losses = dict(build_loss_set(train_cfg.losses, grid).losses.items())
         x = train_cfg.extra_losses
+        read = x.flow_point_read
         if x.flow_chamfer > 0:
-            losses["flow_chamfer"] = ChamferFlowLoss(x.flow_chamfer, grid=grid, truncate_m=x.chamfer_truncate_m)
+            losses["flow_chamfer"] = ChamferFlowLoss(x.flow_chamfer, grid=grid, truncate_m=x.chamfer_truncate_m,
+                                                     read=read)
         if x.flow_ground_static > 0:
-            losses["flow_ground_static"] = GroundStaticFlowLoss(x.flow_ground_static, grid=grid)
+            losses["flow_ground_static"] = GroundStaticFlowLoss(x.flow_ground_static, grid=grid, read=read)
+        if x.flow_cycle > 0:
+            losses["flow_cycle"] = FlowCycleLoss(x.flow_cycle, grid=grid, read=read)
         if x.depth_residual > 0:
             losses["depth_residual"] = SparsityLoss(x.depth_residual, reads={"x": "depth_residual"})
         if x.flow_distill > 0:
             losses["flow_distill"] = FlowDistillationLoss(x.flow_distill, grid=grid,
-                                                          moving_weight=x.flow_distill_moving_weight)
+                                                          moving_weight=x.flow_distill_moving_weight, read=read)
         if x.lidar_depth_head > 0:
             losses["lidar_depth_head"] = LidarDepthLoss(
                 x.lidar_depth_head, reads={"pred_depth_m": "lidar_head_depth_m", "target_depth_m": "lidar_head_target_m",
@@ -167,6 +171,8 @@ class SelfSupervisedStep:
             data["flow_teacher_points"] = [torch.from_numpy(s.flow_teacher_points).to(dev) for s in batch]
             data["flow_teacher_m"] = [torch.from_numpy(s.flow_teacher_m).to(dev) for s in batch]
         self._lidar_rays(batch, data, out, r, K, T_bc, (H, W), step, cos, dev)
+        if "flow_cycle" in self.losses and "chamfer_src" in data and mcfg.lidar.enabled:
+            data["next_flow_mps"] = self._next_flow(core, batch, imgs[2], out, T_next_cur, mcfg, dev)
 
         losses = self._available(data)
         terms_t = losses(data, step)
@@ -179,9 +185,24 @@ class SelfSupervisedStep:
             terms["stats/occupied_fraction"] = float((out.occupancy_prob >= 0.5).float().mean())
         return StepResult(loss, terms, self._panels(ray_rgb, data, rows, cols, N))
 
-    def _with_lidar(self, inputs: ModelInputs, batch, mcfg, dev) -> ModelInputs:
-        """The fusion model's LiDAR inputs from a masked current sweep (masked LiDAR modelling) and the
-        previous frame's sweep; the masks draw from the global torch RNG (checkpointed: resume stays exact)."""
+    @torch.no_grad()
+    def _next_flow(self, core, batch, images_next: torch.Tensor, out, T_next_cur: torch.Tensor, mcfg,
+                   dev) -> torch.Tensor:
+        """Frame t+1's flow ``(B, 3, X, Y, Z)`` m/s, the target of the cycle term: the network on frame
+        t+1's cameras and full sweep (frame t's sweep as its previous one, frame t's volume as its
+        temporal state), without gradient."""
+        inputs = ModelInputs(images_next, _stack(batch, 2, "K").to(dev).float(),
+                             _stack(batch, 2, "T_base_cam").to(dev).float())
+        inputs = self._with_lidar(inputs, batch, mcfg, dev, cur=2, prev=1, masked=False)
+        if mcfg.temporal:
+            inputs = inputs.with_previous(out.state_volume.detach(), torch.linalg.inv(T_next_cur))
+        return core(inputs).flow_mps
+
+    def _with_lidar(self, inputs: ModelInputs, batch, mcfg, dev, cur: int = 1, prev: int = 0,
+                    masked: bool = True) -> ModelInputs:
+        """The fusion model's LiDAR inputs of frame ``cur`` of each triplet from its sweep (masked:
+        masked LiDAR modelling) and frame ``prev``'s sweep; the masks draw from the global torch RNG
+        (checkpointed: resume stays exact)."""
         from mv4d_core.models.lidar_inputs import Sweep, build_lidar_inputs, volume_channels
         from mv4d_core.training.lidar_masking import keep_mask
 
@@ -191,20 +212,24 @@ class SelfSupervisedStep:
         depths = np.zeros((B, N, 3, H, W), np.float32)
         valid = np.zeros(B, np.float32)
         for b, s in enumerate(batch):
-            prev, cur = s.frames[0], s.frames[1]
-            if cur.lidar_xyz is None or len(cur.lidar_xyz) == 0:
+            prev_f, cur_f = s.frames[prev], s.frames[cur]
+            if cur_f.lidar_xyz is None or len(cur_f.lidar_xyz) == 0:
                 continue
-            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
-            keep = keep_mask(cur.lidar_xyz, cur.lidar_ring, cur.lidar_origin, self.cfg.lidar_masking, rng)
+            if masked:
+                rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
+                keep = keep_mask(cur_f.lidar_xyz, cur_f.lidar_ring, cur_f.lidar_origin, self.cfg.lidar_masking, rng)
+            else:
+                keep = np.ones(len(cur_f.lidar_xyz), bool)
             if not keep.any():
                 continue
-            inten = None if cur.lidar_intensity is None else cur.lidar_intensity[keep]
-            sweep = Sweep(cur.lidar_xyz[keep], inten, cur.T_world_base, cur.stamp_ns)
+            inten = None if cur_f.lidar_intensity is None else cur_f.lidar_intensity[keep]
+            sweep = Sweep(cur_f.lidar_xyz[keep], inten, cur_f.T_world_base, cur_f.stamp_ns)
             previous = []
-            if prev.lidar_xyz is not None and len(prev.lidar_xyz):
-                pk = rng.random(len(prev.lidar_xyz)) >= rng.uniform(0.0, self.cfg.lidar_masking.point_drop)
-                previous = [Sweep(prev.lidar_xyz[pk], None, prev.T_world_base, prev.stamp_ns)]
-            built = build_lidar_inputs(sweep, previous, cur.lidar_origin, cur.K, cur.T_base_cam, (H, W),
+            if prev_f.lidar_xyz is not None and len(prev_f.lidar_xyz):
+                pk = (rng.random(len(prev_f.lidar_xyz)) >= rng.uniform(0.0, self.cfg.lidar_masking.point_drop)
+                      if masked else slice(None))
+                previous = [Sweep(prev_f.lidar_xyz[pk], None, prev_f.T_world_base, prev_f.stamp_ns)]
+            built = build_lidar_inputs(sweep, previous, cur_f.lidar_origin, cur_f.K, cur_f.T_base_cam, (H, W),
                                        mcfg.lidar, mcfg.grid)
             if built is not None:
                 vols[b], depths[b] = built
