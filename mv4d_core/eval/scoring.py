@@ -18,9 +18,10 @@ Rules, per frame:
   binary IoU / precision / recall over the GT-known voxels (``IGNORE`` excluded);
   ``occupancy_selfocc``: the same under SelfOcc's protocol (top 1.6 m of z layers and a 2.4 m x/y
   border forced empty: 4 layers / 6 voxels on Occ3D).
-* ``flow``: the published flow (occupied voxels at or above ``flow.min_speed_mps``; 0 elsewhere, as a
-  subscriber reads the flow cloud) at each LiDAR point's voxel, times the interval to the next frame,
-  vs ``gt.point_flow_m`` (object motion, ego removed); points outside the grid read 0.
+* ``flow``: the published flow (occupied voxels at or above ``flow.min_speed_mps``, 0 where the motion
+  gate says static; 0 elsewhere, as a subscriber reads the flow cloud) of the voxel holding each LiDAR
+  point, times the interval to the next frame, vs ``gt.point_flow_m`` (object motion, ego removed);
+  points outside the grid read 0.
 """
 
 from __future__ import annotations
@@ -339,7 +340,8 @@ class Scorer:
                      "and a 2.4 m x/y border empty")
         notes = [grid_note,
                  "depth: the published depth maps bilinearly upsampled to the frame's image size; GT kept 1-80 m",
-                 "flow: the published flow (occupied voxels) at each LiDAR point's voxel times the frame interval"]
+                 "flow: the published flow (occupied voxels; 0 where the motion gate says static) of the voxel "
+                 "holding each LiDAR point, times the frame interval"]
         if self.constant_fit_on_eval:
             notes.append("constant-depth baseline: median reference depth of the evaluated frames themselves "
                          "(fit on eval data; favours it)")
