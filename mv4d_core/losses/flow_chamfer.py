@@ -66,6 +66,13 @@ def moved_points(flow_mps: torch.Tensor, points: torch.Tensor, grid: VoxelGridSp
     return transform_points(T_next_cur.to(flow_mps.dtype), moved)
 
 
+def batch_mean(flow_mps: torch.Tensor, points: Sequence[torch.Tensor], term) -> torch.Tensor:
+    """Mean over the batch of ``term(b)`` (a scalar per sample); a sample without points adds a zero
+    that keeps the flow volume in the graph."""
+    return torch.stack([term(b) if points[b].numel() else flow_mps[b].sum() * 0
+                        for b in range(flow_mps.shape[0])]).mean()
+
+
 def cycle_error(flow_mps: torch.Tensor, next_flow_mps: torch.Tensor, points: torch.Tensor, grid: VoxelGridSpec,
                 dt_s: float, T_next_cur: torch.Tensor, read: str = "trilinear") -> torch.Tensor:
     """Forward-backward cycle error ``(P,)`` (m, L1 over x, y, z) of frame-t points ``(P, 3)``.
@@ -133,15 +140,11 @@ class GroundStaticFlowLoss(WeightedLoss):
         B = flow_mps.shape[0]
         if len(ground_points) != B:
             raise ValueError(f"GroundStaticFlowLoss: {len(ground_points)} point sets for a batch of {B}")
-        terms = []
-        for b in range(B):
-            p = ground_points[b]
-            if p.numel() == 0:
-                terms.append(flow_mps[b].sum() * 0)
-                continue
-            d = point_displacement(flow_mps[b], p, self.grid, float(dt_s[b]), self.read)   # (G, 3) m
-            terms.append(d.square().sum(1).mean())
-        return torch.stack(terms).mean()
+        def term(b):
+            d = point_displacement(flow_mps[b], ground_points[b], self.grid, float(dt_s[b]), self.read)   # (G, 3) m
+            return d.square().sum(1).mean()
+
+        return batch_mean(flow_mps, ground_points, term)
 
 
 class FlowCycleLoss(WeightedLoss):
@@ -167,15 +170,8 @@ class FlowCycleLoss(WeightedLoss):
         if len(points) != B or next_flow_mps.shape != flow_mps.shape:
             raise ValueError(f"FlowCycleLoss: {len(points)} point sets and a next flow of {tuple(next_flow_mps.shape)} "
                              f"for flow {tuple(flow_mps.shape)}")
-        terms = []
-        for b in range(B):
-            if points[b].numel() == 0:
-                terms.append(flow_mps[b].sum() * 0)
-                continue
-            err = cycle_error(flow_mps[b], next_flow_mps[b].detach(), points[b], self.grid, float(dt_s[b]),
-                              T_next_cur[b], self.read)
-            terms.append(err.mean())
-        return torch.stack(terms).mean()
+        return batch_mean(flow_mps, points, lambda b: cycle_error(
+            flow_mps[b], next_flow_mps[b].detach(), points[b], self.grid, float(dt_s[b]), T_next_cur[b], self.read).mean())
 
 
 # ------------------------------------------------------------------------- LiDAR point selection

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 from mv4d_core.losses.base import WeightedLoss
-from mv4d_core.losses.flow_chamfer import point_displacement
+from mv4d_core.losses.flow_chamfer import batch_mean, point_displacement
 
 
 class FlowDistillationLoss(WeightedLoss):
@@ -41,15 +41,11 @@ class FlowDistillationLoss(WeightedLoss):
         B = flow_mps.shape[0]
         if len(points) != B or len(target_m) != B:
             raise ValueError(f"FlowDistillationLoss: {len(points)}/{len(target_m)} point sets for a batch of {B}")
-        terms = []
-        for b in range(B):
-            p = points[b]
-            if p.numel() == 0:
-                terms.append(flow_mps[b].sum() * 0)
-                continue
+        def term(b):
             t = target_m[b].to(flow_mps.dtype)
-            pred = point_displacement(flow_mps[b], p, self.grid, float(dt_s[b]), self.read)
+            pred = point_displacement(flow_mps[b], points[b], self.grid, float(dt_s[b]), self.read)
             err = F.huber_loss(pred, t, delta=self.delta_m, reduction="none").sum(1)
             w = torch.where(t.norm(dim=1) >= self.moving_threshold_m, self.moving_weight, 1.0)
-            terms.append((err * w).sum() / w.sum())
-        return torch.stack(terms).mean()
+            return (err * w).sum() / w.sum()
+
+        return batch_mean(flow_mps, points, term)

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import torch
 
-from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 from mv4d_core.losses.base import WeightedLoss
 from mv4d_core.render.sdf_grad import eikonal_residual, sdf_second_derivatives
 
