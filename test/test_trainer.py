@@ -113,13 +113,13 @@ def test_ddp_two_cpu_processes_keep_identical_weights(tmp_path):
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_trainer import Toy, toy_model, step_fn, CFG
         from mv4d_core.training import Trainer, TrainerConfig
-        from mv4d_core.training.trainer import init_distributed_from_env
+        from mv4d_core.training.trainer import init_distributed_from_env, shutdown_distributed
         assert init_distributed_from_env("gloo")
         t = Trainer(toy_model(), Toy(), step_fn, TrainerConfig(**{{**CFG, "max_steps": 4}}), {str(tmp_path)!r}, progress=False)
         t.fit()
         rank = torch.distributed.get_rank()
         torch.save(t.model.state_dict(), os.path.join({str(tmp_path)!r}, f"rank{{rank}}.pt"))
-        torch.distributed.destroy_process_group()
+        shutdown_distributed(t)
     """))
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",

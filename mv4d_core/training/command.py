@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from mv4d_core.training.config import TrainConfig
     from mv4d_core.training.data import build_dataset, collate_samples
     from mv4d_core.training.step import SelfSupervisedStep
-    from mv4d_core.training.trainer import Trainer, init_distributed_from_env
+    from mv4d_core.training.trainer import Trainer, init_distributed_from_env, shutdown_distributed
 
     cfg = TrainConfig.from_yaml(args.config)
     if args.data:
@@ -139,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
         history = trainer.fit()
     elapsed = time.perf_counter() - t_fit
     if distributed:
-        dist.barrier()
-        dist.destroy_process_group()
+        shutdown_distributed(trainer)
     if not is_main:
         return 0
     done = trainer.step - start_step

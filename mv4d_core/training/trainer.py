@@ -291,3 +291,19 @@ def init_distributed_from_env(backend: str | None = None) -> bool:
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return True
+
+
+def shutdown_distributed(trainer: "Trainer | None" = None) -> None:
+    """End a torchrun job cleanly: wait for every rank, drop ``trainer``'s DDP wrapper (its reducer holds
+    the process group, so destroying the group while it lives leaves Gloo's worker threads to die at
+    interpreter exit, which aborts the process), then destroy the process group. No-op when
+    torch.distributed is not initialised."""
+    import gc
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    if trainer is not None:
+        trainer.ddp_model = trainer.model
+        gc.collect()
+    dist.destroy_process_group()
