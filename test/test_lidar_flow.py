@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mv4d_core.cli import main as mv4d
-from mv4d_core.eval.lidar_flow import FlowFitConfig, fit_flow_volume, flow_at_points
+from mv4d_core.eval.lidar_flow import FlowFitConfig, fit_flow_volume, volume_displacement
 from mv4d_core.geometry.voxel_grid import VoxelGridSpec
 from builders import box_surface
 
@@ -54,7 +54,7 @@ def _fit_sweep_pair(seed: int, box_velocity_mps):
     moving = np.zeros(len(xyz0), bool)
     moving[-len(box):] = True
     truth = np.where(moving[:, None], v * DT_S, 0.0)
-    return flow_at_points(vol, xyz0, GRID, DT_S), truth, moving, len(road), history
+    return volume_displacement(vol, xyz0, GRID, DT_S), truth, moving, len(road), history
 
 
 def mover_is_moved_the_right_way(flow: np.ndarray, truth: np.ndarray, moving: np.ndarray) -> bool:

@@ -135,10 +135,9 @@ class Av2Log:
         lidar = np.array(["lidar" in str(n) for n in d["sensor_name"]])
         if not lidar.any():
             return None
-        T = np.eye(4)
-        T[:3, 3] = [float(d[k][lidar].mean()) for k in ("tx_m", "ty_m", "tz_m")]
-        T[2, 3] += self.axle_height_m
-        return T
+        T_ego_lidar = np.eye(4)
+        T_ego_lidar[:3, 3] = [float(d[k][lidar].mean()) for k in ("tx_m", "ty_m", "tz_m")]
+        return invert_transform(self.T_ego_base) @ T_ego_lidar
 
     @property
     def log_id(self) -> str:
@@ -185,7 +184,7 @@ class Av2Log:
         return FrameRecord(stamp_ns=int(stamp_ns), camera_names=[], images=np.zeros((0, 1, 1, 3), np.uint8),
                            intrinsics=np.zeros((0, 3, 3)), T_base_cam=np.zeros((0, 4, 4)),
                            T_world_base=self.T_city_ego(stamp_ns) @ self.T_ego_base,
-                           lidar_xyz=s.xyz + np.float32(self.axle_height_m) * np.array([0, 0, 1], np.float32),
+                           lidar_xyz=transform_points(invert_transform(self.T_ego_base), s.xyz).astype(np.float32),
                            lidar_intensity=s.intensity, lidar_time_offset_s=s.time_offset_s,
                            T_base_lidar=self.T_base_lidar, gt=gt, source=f"av2:{self.log_id}")
 
